@@ -1,0 +1,157 @@
+"""Dynamic batching in one gunicorn worker: concurrent requests share a forward.
+
+Policy (Triton's default plus one refinement): when the model becomes free it takes whatever is
+queued, up to `max_batch` rows. It waits for more (at most `max_wait_s` after the oldest queued
+request arrived) only while other requests are already being parsed in this worker, so a lone
+request at low load never waits for batch-mates that are not coming.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+
+class Overloaded(Exception):
+    """The queue is full or a request waited too long: answer 503 with Retry-After."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass
+class BatchResult:
+    outputs: np.ndarray
+    queue_s: float
+    infer_s: float
+    batch_rows: int
+
+
+@dataclass
+class _Pending:
+    matrix: np.ndarray
+    enqueued: float
+    done: threading.Event = field(default_factory=threading.Event)
+    result: BatchResult | None = None
+    error: BaseException | None = None
+
+
+class DynamicBatcher:
+    def __init__(self, forward: Callable[[np.ndarray], np.ndarray], *, max_batch: int,
+                 max_wait_s: float, queue_limit: int, timeout_s: float) -> None:
+        self._forward = forward
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.queue_limit = queue_limit
+        self.timeout_s = timeout_s
+        self._cv = threading.Condition()
+        self._queue: deque[_Pending] = deque()
+        self._incoming = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="dynamic-batcher", daemon=True)
+        self._thread.start()
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def submit_parsed(self, parse: Callable[[], np.ndarray]) -> BatchResult:
+        """Parse (announced, so the batcher may wait for it) then queue and wait for the result."""
+        with self._cv:
+            self._incoming += 1
+        try:
+            matrix = parse()
+        except BaseException:
+            with self._cv:
+                self._incoming -= 1
+                self._cv.notify()
+            raise
+        return self._enqueue(matrix, announced=True)
+
+    def submit(self, matrix: np.ndarray) -> BatchResult:
+        return self._enqueue(matrix, announced=False)
+
+    def _enqueue(self, matrix: np.ndarray, *, announced: bool) -> BatchResult:
+        item = _Pending(matrix, time.perf_counter())
+        with self._cv:
+            if announced:
+                self._incoming -= 1
+            if self._closed:
+                raise Overloaded("server is shutting down")
+            if len(self._queue) >= self.queue_limit:
+                self._cv.notify()
+                raise Overloaded(f"batch queue is full ({self.queue_limit} requests waiting)")
+            self._queue.append(item)
+            self._cv.notify()
+        if not item.done.wait(self.timeout_s):
+            with self._cv:
+                if item in self._queue:
+                    self._queue.remove(item)
+                    raise Overloaded(f"request waited {self.timeout_s:g} s in the batch queue")
+            item.done.wait()  # already taken by the batcher: its forward is running
+        if item.error is not None:
+            raise item.error
+        assert item.result is not None
+        return item.result
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        self._thread.join(timeout=5)
+
+    def _take_batch(self) -> list[_Pending] | None:
+        with self._cv:
+            while not self._queue and not self._closed:
+                self._cv.wait()
+            if not self._queue:
+                return None
+            deadline = self._queue[0].enqueued + self.max_wait_s
+            while (self._incoming > 0 and not self._closed
+                   and sum(p.matrix.shape[0] for p in self._queue) < self.max_batch):
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                self._cv.wait(remaining)
+            batch = [self._queue.popleft()]
+            rows = batch[0].matrix.shape[0]
+            while self._queue and rows + self._queue[0].matrix.shape[0] <= self.max_batch:
+                rows += self._queue[0].matrix.shape[0]
+                batch.append(self._queue.popleft())
+            return batch
+
+    def _loop(self) -> None:
+        while (batch := self._take_batch()) is not None:
+            self._run(batch)
+
+    def _run(self, batch: list[_Pending]) -> None:
+        start = time.perf_counter()
+        try:
+            outputs = self._forward(np.concatenate([p.matrix for p in batch]))
+        except Exception:
+            self._run_one_by_one(batch, start)
+            return
+        infer_s = time.perf_counter() - start
+        rows = outputs.shape[0]
+        offset = 0
+        for p in batch:
+            n = p.matrix.shape[0]
+            p.result = BatchResult(outputs[offset:offset + n], start - p.enqueued, infer_s, rows)
+            offset += n
+            p.done.set()
+
+    def _run_one_by_one(self, batch: list[_Pending], start: float) -> None:
+        """A failing batch is retried request by request, so one bad input fails only itself."""
+        for p in batch:
+            t0 = time.perf_counter()
+            try:
+                out = self._forward(p.matrix)
+                p.result = BatchResult(out, start - p.enqueued, time.perf_counter() - t0, p.matrix.shape[0])
+            except Exception as exc:
+                p.error = exc
+            p.done.set()

@@ -1,0 +1,108 @@
+"""Inference strategies: direct (concurrent forwards), locked (the article's global lock) and batched.
+
+Each strategy answers `run(matrix) -> InferenceResult` and reports how long the request queued
+(for the lock or the batcher) and how long the forward took, for Server-Timing and /metrics.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+
+from target_server.batching import DynamicBatcher
+from target_server.config import ServerConfig
+from target_server.models import ModelSpec, zeros_output
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    outputs: np.ndarray
+    queue_s: float
+    infer_s: float
+    batch_rows: int
+
+
+class Strategy(Protocol):
+    def run(self, parse: Callable[[], np.ndarray]) -> InferenceResult:
+        """Parse the request (raising BadInput) and infer; parsing inside lets the batcher plan."""
+
+    def close(self) -> None: ...
+
+
+class Forward:
+    """The bare forward of one model, numpy in and numpy out, under inference_mode (thread-local)."""
+
+    def __init__(self, spec: ModelSpec, module: torch.nn.Module | None) -> None:
+        self.spec = spec
+        self.module = module
+
+    def __call__(self, matrix: np.ndarray) -> np.ndarray:
+        if self.module is None:
+            return zeros_output(matrix.shape[0], self.spec.output_width)
+        with torch.inference_mode():
+            return self.module(torch.from_numpy(matrix)).numpy()
+
+
+class DirectStrategy:
+    """Forwards run concurrently in whatever threads serve requests (safe for stateless eval modules)."""
+
+    def __init__(self, forward: Forward) -> None:
+        self.forward = forward
+
+    def run(self, parse: Callable[[], np.ndarray]) -> InferenceResult:
+        matrix = parse()
+        start = time.perf_counter()
+        outputs = self.forward(matrix)
+        return InferenceResult(outputs, 0.0, time.perf_counter() - start, matrix.shape[0])
+
+    def close(self) -> None:
+        pass
+
+
+class LockedStrategy:
+    """The article's design: one threading.Lock around every forward in the worker."""
+
+    def __init__(self, forward: Forward) -> None:
+        self.forward = forward
+        self.lock = threading.Lock()
+
+    def run(self, parse: Callable[[], np.ndarray]) -> InferenceResult:
+        matrix = parse()
+        queued = time.perf_counter()
+        with self.lock:
+            start = time.perf_counter()
+            outputs = self.forward(matrix)
+            done = time.perf_counter()
+        return InferenceResult(outputs, start - queued, done - start, matrix.shape[0])
+
+    def close(self) -> None:
+        pass
+
+
+class BatchedStrategy:
+    """Requests wait in the worker's DynamicBatcher and share one forward."""
+
+    def __init__(self, forward: Forward, config: ServerConfig) -> None:
+        self.batcher = DynamicBatcher(forward, max_batch=config.max_batch,
+                                      max_wait_s=config.max_wait_ms / 1000.0,
+                                      queue_limit=config.queue_limit,
+                                      timeout_s=config.request_timeout_s)
+
+    def run(self, parse: Callable[[], np.ndarray]) -> InferenceResult:
+        done = self.batcher.submit_parsed(parse)
+        return InferenceResult(done.outputs, done.queue_s, done.infer_s, done.batch_rows)
+
+    def close(self) -> None:
+        self.batcher.close()
+
+
+def make_strategy(config: ServerConfig, forward: Forward) -> Strategy:
+    if config.batching:
+        return BatchedStrategy(forward, config)
+    if config.lock == "global":
+        return LockedStrategy(forward)
+    return DirectStrategy(forward)
