@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 import torch
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from target_server import metrics, readiness
 from target_server.batching import Overloaded
@@ -36,6 +36,9 @@ def server_timing(queue_s: float, infer_s: float, total_s: float) -> str:
 
 def create_app(config: ServerConfig | None = None) -> Flask:
     config = config or ServerConfig()
+    import os, sys
+    if os.environ.get("XSWITCH"):
+        sys.setswitchinterval(float(os.environ["XSWITCH"]))
     spec = REGISTRY[config.model]
     if spec.uses_torch:
         torch.set_num_threads(config.resolved_torch_threads)
@@ -90,9 +93,14 @@ def _register_routes(app: Flask, config: ServerConfig, spec: ModelSpec, strategy
             result = strategy.run(lambda: parse(body))
         except BadInput as exc:
             return _refuse(endpoint, started, exc)
+        except RequestEntityTooLarge as exc:
+            return _refuse(endpoint, started, BadInput(str(exc.description), status=413))
         except Overloaded as exc:
-            metrics.observe(endpoint, 503, time.perf_counter() - started)
-            return json_response({"error": str(exc)}, 503, {"Retry-After": str(exc.retry_after_s)})
+            total = time.perf_counter() - started
+            metrics.observe(endpoint, 503, total)
+            return json_response({"error": str(exc)}, 503,
+                                 {"Retry-After": str(exc.retry_after_s),
+                                  "Server-Timing": server_timing(0.0, 0.0, total)})
         payload = encode(result.outputs)
         total = time.perf_counter() - started
         metrics.observe(endpoint, 200, total, result.queue_s, result.infer_s, result.batch_rows)
@@ -115,7 +123,8 @@ def _register_routes(app: Flask, config: ServerConfig, spec: ModelSpec, strategy
     @app.post("/v2/models/<name>/versions/<version>/infer")
     def v2_infer(name: str, version: str = "1") -> Response:
         if name != spec.name:
-            return json_response({"error": f"unknown model {name!r}; this server serves {spec.name!r}"}, 404)
+            return _refuse("/v2/infer", time.perf_counter(), BadInput(
+                f"unknown model {name!r}; this server serves {spec.name!r}", status=404))
         request_doc: dict = {}
 
         def parse(body: bytes) -> np.ndarray:

@@ -32,7 +32,7 @@ class BatchResult:
     batch_rows: int
 
 
-@dataclass
+@dataclass(eq=False)  # identity: `in`/`remove` on the queue must not compare arrays
 class _Pending:
     matrix: np.ndarray
     enqueued: float
@@ -138,6 +138,13 @@ class DynamicBatcher:
             return
         infer_s = time.perf_counter() - start
         rows = outputs.shape[0]
+        import os
+        if os.environ.get("XSTAT"):
+            st = self.__dict__.setdefault("_st", [0, 0, 0.0, time.process_time(), time.thread_time(), time.perf_counter()])
+            st[0] += 1; st[1] += rows; st[2] += infer_s
+            if st[0] % 500 == 0:
+                now = time.perf_counter()
+                print(f"XSTAT pid={os.getpid()} batches={st[0]} rows={st[1]} avg_rows={st[1]/st[0]:.1f} avg_fwd_ms={st[2]/st[0]*1e3:.2f} fwd_share={st[2]/(now-st[5]):.2f} proc_cpu={(time.process_time()-st[3])/(now-st[5]):.2f} batcher_cpu={(time.thread_time()-st[4])/(now-st[5]):.2f}", flush=True)
         offset = 0
         for p in batch:
             n = p.matrix.shape[0]

@@ -55,7 +55,8 @@ def to_matrix(rows: Any, *, width: int, max_rows: int, where: str) -> np.ndarray
         raise BadInput(f"{where} must be a 2-D list of rows; got {array.ndim} dimension(s)")
     if array.shape[1] != width:
         raise BadInput(f"{where} rows have {array.shape[1]} values; this model expects {width}")
-    matrix = array.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is refused just below
+        matrix = array.astype(np.float32)
     if not np.isfinite(matrix).all():
         raise BadInput(f"{where} contains values that are not finite as float32 (NaN, Infinity or too large)")
     return matrix
@@ -91,7 +92,7 @@ def parse_v2(body: bytes, *, width: int, max_rows: int) -> tuple[np.ndarray, dic
     if (not isinstance(shape, list) or len(shape) != 2
             or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
         raise BadInput(f"inputs[0].shape must be [rows, {width}] with non-negative integers, got {shape!r}")
-    if datatype not in V2_NUMERIC_TYPES:
+    if not isinstance(datatype, str) or datatype not in V2_NUMERIC_TYPES:
         raise BadInput(f"inputs[0].datatype {datatype!r} is not a numeric type "
                        f"({', '.join(sorted(V2_NUMERIC_TYPES))})")
     rows, cols = shape

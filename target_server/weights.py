@@ -40,7 +40,7 @@ def trained_model(epochs: int = 200, lr: float = 0.1, seed: int = 0) -> tuple[Si
         loss = loss_fn(model(x), y)
         loss.backward()
         optimizer.step()
-    return model.eval(), float(loss)
+    return model.eval(), float(loss.detach())
 
 
 def save(model: nn.Module, path: str, *, bundle: bool, notes: str) -> None:

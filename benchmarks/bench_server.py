@@ -1,0 +1,272 @@
+"""Benchmark the bundled target server with wrk over loopback and check the two ratios of issue 2.
+
+    .venv/bin/python benchmarks/bench_server.py [--duration 8] [--rounds 3]
+
+1. `linear` /predict throughput vs `noop` throughput, 2 sync workers each, 8 connections: >= 0.90.
+2. `mlp` with dynamic batching (gthread) vs the seed article's design (sync workers, global lock,
+   one request per forward), 2 workers each, 32 connections: throughput >= 3x and p99 no worse.
+
+Every case runs with the same wrk settings; the two cases of a pair run alternately (A B A B ...)
+against servers started once, and each case reports the median over its rounds. wrk is installed
+with apt-get when missing. Servers are started here and always stopped (process group SIGTERM,
+then SIGKILL).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+URL_RE = re.compile(r"target_server listening on (http://\S+)")
+ARTICLE_BODY = json.dumps({"inputs": [[1.0, 2.0, 3.0]]})
+MLP_BODY = json.dumps({"inputs": [[round(((i * 37) % 101) / 50.0 - 1.0, 4) for i in range(256)]]})
+
+LINEAR_ARGS = ["--workers", "2", "--worker-class", "sync"]
+SEED_MLP_ARGS = ["--model", "mlp", "--workers", "2", "--worker-class", "sync", "--lock", "global"]
+# 2 workers x 1 torch thread on 2 cores; 16 threads per worker so a batch of 16 can fill while
+# the previous forward runs; wait at most 2 ms, and only for requests already being parsed.
+BATCHED_MLP_ARGS = ["--model", "mlp", "--workers", "2", "--worker-class", "gthread", "--threads", "16",
+                    "--max-batch", "16", "--max-wait-ms", "2", "--torch-threads", "1"]
+
+
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    print("wrk not found; installing it with apt-get", flush=True)
+    subprocess.run(sudo + ["sh", "-c", "apt-get update -qq && apt-get install -y -qq wrk"], check=True,
+                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    path = shutil.which("wrk")
+    if not path:
+        sys.exit("wrk is still missing after apt-get install")
+    return path
+
+
+class Server:
+    """`python -m target_server --port 0 ...` in its own session; stop() ends the whole group."""
+
+    def __init__(self, name: str, argv: list[str]) -> None:
+        self.name = name
+        self.cmd = [sys.executable, "-m", "target_server", "--port", "0"] + argv
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TARGET_SERVER_")}
+        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        env["PYTHONUNBUFFERED"] = "1"
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                     stderr=self.log, start_new_session=True)
+        self.url = ""
+        self.banner = ""
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        found: list[str] = []
+
+        def read() -> None:
+            for raw in iter(self.proc.stdout.readline, b""):
+                line = raw.decode(errors="replace")
+                if not found and URL_RE.search(line):
+                    found.append(line.strip())
+
+        threading.Thread(target=read, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            if found:
+                self.banner = found[0]
+                self.url = URL_RE.search(found[0]).group(1).rstrip("/")
+                try:
+                    with urllib.request.urlopen(self.url + "/v2/health/ready", timeout=2) as resp:
+                        if resp.status == 200:
+                            return
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        self.log.seek(0)
+        raise RuntimeError(f"{self.name} did not become ready:\n{self.log.read().decode(errors='replace')}")
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # any straggler of the group
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+
+
+@dataclass
+class Run:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx: int
+    socket_errors: int
+
+
+@dataclass
+class Case:
+    name: str
+    server_args: list[str]
+    body: str
+    connections: int
+    runs: list[Run] = field(default_factory=list)
+    server: Server | None = None
+    command: str = ""
+
+    @property
+    def rps(self) -> float:
+        return statistics.median(r.rps for r in self.runs)
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(r.p50_ms for r in self.runs)
+
+    @property
+    def p99_ms(self) -> float:
+        return statistics.median(r.p99_ms for r in self.runs)
+
+
+UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not match:
+        raise ValueError(f"cannot parse wrk latency {text!r}")
+    return float(match.group(1)) * UNITS_MS[match.group(2)]
+
+
+def parse_wrk(out: str) -> Run:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    dist = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", out, re.M))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return Run(rps, _ms(dist["50"]), _ms(dist["99"]), total,
+               int(non_2xx.group(1)) if non_2xx else 0, sum(map(int, sock.groups())) if sock else 0)
+
+
+def write_lua(body: str, directory: str, name: str) -> str:
+    path = os.path.join(directory, f"{name}.lua")
+    with open(path, "w") as f:
+        f.write('wrk.method = "POST"\n'
+                'wrk.headers["Content-Type"] = "application/json"\n'
+                f"wrk.body = {json.dumps(body)}\n")
+    return path
+
+
+def run_wrk(wrk: str, case: Case, lua: str, *, threads: int, duration: float, record: bool) -> Run:
+    cmd = [wrk, f"-t{threads}", f"-c{case.connections}", f"-d{duration:g}s", "--latency", "-s", lua,
+           case.server.url + "/predict"]
+    case.command = " ".join(cmd)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=duration + 60).stdout
+    run = parse_wrk(out)
+    if record:
+        case.runs.append(run)
+        print(f"  {case.name:<28} {run.rps:>9.0f} req/s  p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms"
+              + (f"  non-2xx {run.non_2xx}" if run.non_2xx else "")
+              + (f"  socket errors {run.socket_errors}" if run.socket_errors else ""), flush=True)
+    return run
+
+
+def run_pair(wrk: str, a: Case, b: Case, args: argparse.Namespace, tmp: str) -> None:
+    servers = []
+    try:
+        for case in (a, b):
+            case.server = Server(case.name, case.server_args)
+            servers.append(case.server)
+        for case in (a, b):
+            case.server.wait_ready()
+            print(f"started: {' '.join(case.server.cmd[1:])}\n  -> {case.server.banner}", flush=True)
+        luas = {case.name: write_lua(case.body, tmp, f"case{i}") for i, case in enumerate((a, b))}
+        for case in (a, b):  # warm-up, not recorded
+            run_wrk(wrk, case, luas[case.name], threads=args.wrk_threads, duration=args.warmup, record=False)
+        for _ in range(args.rounds):
+            for case in (a, b):
+                run_wrk(wrk, case, luas[case.name], threads=args.wrk_threads, duration=args.duration,
+                        record=True)
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unrecorded wrk per case")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs per case (median reported)")
+    parser.add_argument("--wrk-threads", type=int, default=2, help="wrk -t")
+    parser.add_argument("--only", choices=("flask", "batching"), help="run one of the two comparisons")
+    args = parser.parse_args(argv)
+
+    wrk = ensure_wrk()
+    cores = len(os.sched_getaffinity(0))
+    print(f"{cores} cores; wrk {subprocess.run([wrk, '-v'], capture_output=True, text=True).stdout.split()[1]}; "
+          f"{args.rounds} rounds of {args.duration:g}s per case (after {args.warmup:g}s warm-up), "
+          f"median reported\n", flush=True)
+
+    noop = Case("noop, 2 sync", ["--model", "noop"] + LINEAR_ARGS, ARTICLE_BODY, 8)
+    linear = Case("linear, 2 sync", ["--model", "linear"] + LINEAR_ARGS, ARTICLE_BODY, 8)
+    seed = Case("mlp seed (sync, lock, bs 1)", SEED_MLP_ARGS, MLP_BODY, 32)
+    batched = Case("mlp batched (gthread)", BATCHED_MLP_ARGS, MLP_BODY, 32)
+
+    failures = 0
+    with tempfile.TemporaryDirectory(prefix="bench_server-") as tmp:
+        if args.only in (None, "flask"):
+            print("== 1. Flask ceiling: linear vs noop (8 connections)")
+            run_pair(wrk, noop, linear, args, tmp)
+        if args.only in (None, "batching"):
+            print("== 2. dynamic batching vs the seed's design (32 connections)")
+            run_pair(wrk, seed, batched, args, tmp)
+
+    cases = [c for c in (noop, linear, seed, batched) if c.runs]
+    print("\n| case | server flags | conns | req/s (median) | p50 ms | p99 ms | non-2xx | socket err |")
+    print("|---|---|---|---|---|---|---|---|")
+    for c in cases:
+        print(f"| {c.name} | `{' '.join(c.server_args)}` | {c.connections} | {c.rps:.0f} | {c.p50_ms:.2f} "
+              f"| {c.p99_ms:.2f} | {sum(r.non_2xx for r in c.runs)} | {sum(r.socket_errors for r in c.runs)} |")
+    print("\nwrk command lines (URL port differs per server):")
+    for c in cases:
+        print(f"  {c.name}: {c.command}")
+    print()
+    for c in cases:
+        if any(r.non_2xx for r in c.runs):
+            print(f"FAIL: {c.name} answered non-2xx responses")
+            failures += 1
+    if noop.runs:
+        ratio = linear.rps / noop.rps
+        ok = ratio >= 0.90
+        failures += not ok
+        print(f"ratio 1: linear / noop throughput = {linear.rps:.0f} / {noop.rps:.0f} = {ratio:.3f} "
+              f"(need >= 0.90): {'PASS' if ok else 'FAIL'}")
+    if seed.runs:
+        ratio = batched.rps / seed.rps
+        ok = ratio >= 3.0 and batched.p99_ms <= seed.p99_ms
+        failures += not ok
+        print(f"ratio 2: mlp batched / seed throughput = {batched.rps:.0f} / {seed.rps:.0f} = {ratio:.2f} "
+              f"(need >= 3), p99 {batched.p99_ms:.2f} ms vs {seed.p99_ms:.2f} ms (need <=): "
+              f"{'PASS' if ok else 'FAIL'}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

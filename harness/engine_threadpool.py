@@ -1,0 +1,288 @@
+"""The ThreadPoolExecutor engine: generator processes whose threads send requests on the lean client.
+
+Closed model: one thread per planned user, each looping request after request while the plan
+says that user is active. Open model: `max_in_flight` threads share the plan's arrival schedule;
+each claims the next intended send time, sleeps until it, sends, and records latency from the
+intended time, so a stalled server cannot hide behind a stalled generator (no coordinated
+omission). Arrivals still unclaimed when the run ends are written as `not_sent` rows.
+
+Generators run in child processes (spawned, so no locks are inherited), each on its share of
+users or arrivals, all timed on the same CLOCK_MONOTONIC origin handed over by the parent.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from harness.http_client import Connection, RequestFailed, parse_server_timing
+from harness.plan import LoadPlan
+from harness.samples import HTTP_ERROR, NOT_SENT, SampleWriter
+
+PROGRESS_INTERVAL = 1.0
+LATENCY_WINDOW = 4096
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    gen: int
+    parts: int
+    host: str
+    port: int
+    requests: list[bytes]
+    timeout: float
+    plan: LoadPlan
+    max_in_flight: int
+    samples_path: str
+
+
+@dataclass
+class _Counters:
+    sent: int = 0
+    errors: int = 0
+    latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+
+
+class _Generator:
+    """Everything one generator process does, driven by its threads."""
+
+    def __init__(self, spec: GeneratorSpec, t0: float, stop: threading.Event) -> None:
+        self.spec = spec
+        self.t0 = t0
+        self.stop = stop
+        self.writer = SampleWriter(Path(spec.samples_path))
+        self.counters = _Counters()
+        self.in_flight = 0
+        self.end_at = t0 + spec.plan.duration
+        self._arrivals: Iterator[float] = iter(())
+        self._arrival_lock = threading.Lock()
+
+    # one request, recorded ---------------------------------------------------------------
+    def _send(self, conn: Connection, raw: bytes, intended: float) -> None:
+        t0 = self.t0
+        self.in_flight += 1
+        start = time.monotonic()
+        try:
+            response = conn.request(raw, self.spec.timeout)
+        except RequestFailed as exc:
+            end = time.monotonic()
+            row = (intended, start - t0, end - t0, 0, exc.kind, 0, self.spec.plan.stage_at(intended),
+                   self.spec.gen, None, None)
+            self.counters.errors += 1
+        else:
+            end = time.monotonic()
+            timing = parse_server_timing(response.server_timing) if response.server_timing else None
+            error = HTTP_ERROR if response.status >= 400 else ""
+            if error:
+                self.counters.errors += 1
+            row = (intended, start - t0, end - t0, response.status, error, response.body_bytes,
+                   self.spec.plan.stage_at(intended), self.spec.gen,
+                   timing[0] if timing else None, timing[1] if timing else None)
+        self.in_flight -= 1
+        self.writer.append(row)
+        self.counters.sent += 1
+        self.counters.latencies.append(end - t0 - intended)
+
+    # closed model --------------------------------------------------------------------------
+    def closed_user(self, user: int) -> None:
+        plan, spec = self.spec.plan, self.spec
+        conn = Connection(spec.host, spec.port)
+        raws = spec.requests
+        i = user
+        try:
+            while not self.stop.is_set():
+                now = time.monotonic() - self.t0
+                if now >= plan.duration:
+                    return
+                if user >= plan.users_at(now):
+                    wake = plan.next_activation(user, now)
+                    if wake >= plan.duration:
+                        conn.close()
+                        self.stop.wait(max(0.0, plan.duration - now))
+                        continue
+                    self.stop.wait(min(max(wake - now, 0.0), 1.0))
+                    continue
+                self._send(conn, raws[i % len(raws)], now)
+                i += 1
+        finally:
+            conn.close()
+
+    # open model ----------------------------------------------------------------------------
+    def _claim(self) -> float | None:
+        with self._arrival_lock:
+            return next(self._arrivals, None)
+
+    def open_slot(self, slot: int) -> None:
+        spec = self.spec
+        conn = Connection(spec.host, spec.port)
+        raws = spec.requests
+        i = slot
+        try:
+            while not self.stop.is_set():
+                intended = self._claim()
+                if intended is None:
+                    return
+                delay = self.t0 + intended - time.monotonic()
+                if delay > 0 and self.stop.wait(delay):
+                    return  # stopped before this arrival was due: it was never owed
+                self._send(conn, raws[i % len(raws)], intended)
+                i += 1
+        finally:
+            conn.close()
+
+    def _not_sent(self, intended: float) -> None:
+        self.writer.append((intended, None, None, 0, NOT_SENT, 0, self.spec.plan.stage_at(intended),
+                            self.spec.gen, None, None))
+
+    def drain_not_sent(self, until: float) -> int:
+        """Arrivals planned before `until` (s from start) that no thread could send."""
+        count = 0
+        with self._arrival_lock:
+            for intended in self._arrivals:
+                if intended >= until:
+                    break
+                self._not_sent(intended)
+                count += 1
+        return count
+
+    # lifecycle -----------------------------------------------------------------------------
+    def run(self, report: Any, parent_pid: int) -> None:
+        spec, plan = self.spec, self.spec.plan
+        if plan.model == "closed":
+            users = [u for u in range(int(plan.peak + 1e-9)) if u % spec.parts == spec.gen]
+            jobs = [(self.closed_user, u) for u in users]
+        else:
+            self._arrivals = plan.arrivals(spec.gen, spec.parts)
+            slots = max(1, spec.max_in_flight // spec.parts)
+            jobs = [(self.open_slot, s) for s in range(slots)]
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=max(1, len(jobs)), thread_name_prefix="user") as pool:
+            futures = [pool.submit(fn, arg) for fn, arg in jobs]
+            while not all(f.done() for f in futures):
+                time.sleep(min(PROGRESS_INTERVAL, 0.2))
+                if time.monotonic() >= self.end_at or os.getppid() != parent_pid:
+                    self.stop.set()
+                self._progress(report)
+            for f in futures:
+                f.result()
+        stopped_at = min(time.monotonic(), self.end_at) - self.t0
+        not_sent = self.drain_not_sent(stopped_at) if plan.model == "open" else 0
+        self.writer.close()
+        report.put(("done", spec.gen, {"rows": self.writer.written, "not_sent": not_sent,
+                                       "wall_s": time.monotonic() - started}))
+
+    _last_progress = 0.0
+
+    def _progress(self, report: Any) -> None:
+        now = time.monotonic()
+        if now - self._last_progress < PROGRESS_INTERVAL:
+            return
+        self._last_progress = now
+        c = self.counters
+        latencies = list(c.latencies)
+        c.latencies.clear()
+        report.put(("progress", self.spec.gen, {"sent": c.sent, "errors": c.errors,
+                                                "latencies": latencies, "in_flight": self.in_flight}))
+
+
+def generator_main(spec: GeneratorSpec, report: Any, t0_value: Any, stop_flag: Any, parent_pid: int) -> None:
+    """Entry point of a generator process.
+
+    Start and stop are shared-memory values polled here, not multiprocessing Events: an Event's
+    set() blocks forever if a process died while waiting on it.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    report.put(("ready", spec.gen, {"pid": os.getpid()}))
+    while t0_value.value == 0.0:
+        if os.getppid() != parent_pid or stop_flag.value:
+            return
+        time.sleep(0.002)
+    stop = threading.Event()
+    threading.Thread(target=_relay_stop, args=(stop_flag, stop), daemon=True).start()
+    _Generator(spec, t0_value.value, stop).run(report, parent_pid)
+
+
+def _relay_stop(stop_flag: Any, stop: threading.Event) -> None:
+    while not stop.wait(0.05):
+        if stop_flag.value:
+            stop.set()
+
+
+class ThreadPoolEngine:
+    """Parent-side handle: starts generator processes on one clock, relays progress, stops them."""
+
+    def __init__(self, specs: list[GeneratorSpec]) -> None:
+        self.ctx = mp.get_context("spawn")
+        self.specs = specs
+        self.reports = self.ctx.Queue()
+        self.stop_flag = self.ctx.Value("b", 0, lock=False)
+        self.t0 = self.ctx.Value("d", 0.0, lock=False)
+        self.processes: list[Any] = []
+        self.done: dict[int, dict[str, Any]] = {}
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes if p.pid is not None]
+
+    def start(self, ready_timeout: float = 60.0) -> float:
+        """Spawn every generator, wait until all are ready, then start them together; returns t0."""
+        for spec in self.specs:
+            proc = self.ctx.Process(target=generator_main, name=f"generator-{spec.gen}",
+                                    args=(spec, self.reports, self.t0, self.stop_flag, os.getpid()),
+                                    daemon=True)
+            proc.start()
+            self.processes.append(proc)
+        ready: set[int] = set()
+        deadline = time.monotonic() + ready_timeout
+        while len(ready) < len(self.specs):
+            try:
+                kind, gen, _ = self.reports.get(timeout=0.2)
+            except queue.Empty:
+                if time.monotonic() > deadline or not all(p.is_alive() for p in self.processes):
+                    raise RuntimeError("generator processes did not start") from None
+                continue
+            if kind == "ready":
+                ready.add(gen)
+        t0 = time.monotonic() + 0.05
+        self.t0.value = t0
+        return t0
+
+    def messages(self, timeout: float) -> list[tuple[str, int, dict[str, Any]]]:
+        out = []
+        try:
+            out.append(self.reports.get(timeout=timeout))
+            while True:
+                out.append(self.reports.get_nowait())
+        except queue.Empty:
+            pass
+        for kind, gen, payload in out:
+            if kind == "done":
+                self.done[gen] = payload
+        return out
+
+    @property
+    def finished(self) -> bool:
+        return len(self.done) == len(self.specs) or not any(p.is_alive() for p in self.processes)
+
+    def stop(self) -> None:
+        self.stop_flag.value = 1
+
+    def close(self, timeout: float) -> None:
+        """Wait for generators to finish their in-flight requests; kill what does not end in time."""
+        deadline = time.monotonic() + timeout
+        while not self.finished and time.monotonic() < deadline:
+            self.messages(0.1)
+        for proc in self.processes:
+            proc.join(timeout=max(0.1, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=2)
+        self.messages(0.05)

@@ -1,0 +1,85 @@
+"""Resource sampling with psutil: CPU, RSS and threads of the server (master and each worker),
+the generator processes and the harness itself, every ~0.5 s on the run's clock."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import psutil
+
+COLUMNS = ["t", "role", "pid", "cpu_percent", "rss_bytes", "threads"]
+
+
+class ResourceMonitor:
+    """Background thread writing `resources.csv`; process lists are re-read each tick (workers respawn)."""
+
+    def __init__(self, path: Path, t0: float, roles: dict[str, Callable[[], list[int]]],
+                 interval: float = 0.5) -> None:
+        self.path = path
+        self.t0 = t0
+        self.roles = roles
+        self.interval = interval
+        self._procs: dict[int, psutil.Process] = {}
+        self._stop = threading.Event()
+        self._file = open(path, "w", buffering=1)
+        self._file.write(",".join(COLUMNS) + "\n")
+        self._thread = threading.Thread(target=self._run, name="resource-monitor", daemon=True)
+
+    def start(self) -> None:
+        psutil.cpu_percent(None)
+        self._thread.start()
+
+    def _process(self, pid: int) -> psutil.Process | None:
+        proc = self._procs.get(pid)
+        if proc is None:
+            try:
+                proc = psutil.Process(pid)
+                proc.cpu_percent(None)  # prime: the first reading is always 0
+            except psutil.Error:
+                return None
+            self._procs[pid] = proc
+        return proc
+
+    def sample(self) -> None:
+        t = time.monotonic() - self.t0
+        lines = [f"{t:.3f},system,0,{psutil.cpu_percent(None):.1f},{psutil.virtual_memory().used},0\n"]
+        for role, pids in self.roles.items():
+            try:
+                current = pids()
+            except psutil.Error:
+                current = []
+            for pid in current:
+                proc = self._process(pid)
+                if proc is None:
+                    continue
+                try:
+                    with proc.oneshot():
+                        cpu = proc.cpu_percent(None)
+                        rss = proc.memory_info().rss
+                        threads = proc.num_threads()
+                except psutil.Error:
+                    self._procs.pop(pid, None)
+                    continue
+                lines.append(f"{t:.3f},{role},{pid},{cpu:.1f},{rss},{threads}\n")
+        self._file.write("".join(lines))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self._file.close()
+
+
+def children_of(pid: int) -> Callable[[], list[int]]:
+    def pids() -> list[int]:
+        try:
+            return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+        except psutil.Error:
+            return []
+    return pids

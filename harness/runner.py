@@ -1,0 +1,190 @@
+"""One run, start to finish: target up, load, monitoring, samples on disk, summary, teardown.
+
+Every process started here is torn down on every path (success, failure, Ctrl-C, SIGTERM);
+Ctrl-C during the load stops it cleanly and still writes the summary of what ran (exit 130).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from harness import summary as summary_mod
+from harness.engine_threadpool import GeneratorSpec, ThreadPoolEngine
+from harness.errors import EXIT_INTERRUPTED
+from harness.monitor import ResourceMonitor, children_of
+from harness.payload import bodies, request_bytes
+from harness.plan import plan_from_scenario
+from harness.progress import Progress
+from harness.scenario import Scenario, ServerSettings, resolve
+from harness.target import Address, BundledServer, check_reachable, parse_url
+
+REPORTS_DIR = Path("reports")
+
+
+class Interrupted(Exception):
+    pass
+
+
+def new_run_dir(name: str, base: Path = REPORTS_DIR) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for suffix in [""] + [f"-{i}" for i in range(2, 1000)]:
+        path = base / f"{stamp}-{name}{suffix}"
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError("cannot create a run folder")
+
+
+@contextmanager
+def stop_signals(on_signal: Any) -> Iterator[None]:
+    """Route SIGINT and SIGTERM to `on_signal` for the duration, then restore the old handlers."""
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, lambda signum, frame: on_signal(signum))
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+class Run:
+    def __init__(self, scenario: Scenario, scenario_path: Path, run_dir: Path, *, quiet: bool = False) -> None:
+        self.scenario = scenario
+        self.base_dir = scenario_path.parent
+        self.scenario_path = scenario_path
+        self.run_dir = run_dir
+        self.quiet = quiet
+        self.plan = plan_from_scenario(scenario)
+        self.loading = False
+        self.interrupted = False
+        self.server: BundledServer | None = None
+        self.failures: list[str] = []
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+    def _on_signal(self, signum: int) -> None:
+        self.interrupted = True
+        if not self.loading:
+            raise Interrupted()
+        self.say(f"\n{signal.Signals(signum).name}: stopping the load, keeping every sample so far ...")
+
+    def execute(self) -> dict[str, Any]:
+        (self.run_dir / "scenario.yaml").write_text(
+            yaml.safe_dump(self.scenario.model_dump(mode="json"), sort_keys=False))
+        with stop_signals(self._on_signal):
+            try:
+                return self._execute()
+            except Interrupted:
+                return self._interrupted_before_load()
+            finally:
+                if self.server is not None:
+                    self.server.stop()
+
+    def _interrupted_before_load(self) -> dict[str, Any]:
+        self.say("interrupted before the load started; nothing was measured")
+        return {"exit_code": EXIT_INTERRUPTED, "interrupted": True}
+
+    def _target(self) -> Address:
+        target = self.scenario.target
+        if target.url is not None:
+            address = parse_url(target.url)
+            check_reachable(address)
+            self.say(f"target: {address.url} (already running)")
+            return address
+        settings = target.server or ServerSettings()
+        weights = str(resolve(self.base_dir, settings.weights)) if settings.weights else None
+        config = settings.to_config(host="127.0.0.1", port=0, weights=weights)
+        self.server = BundledServer(config, self.run_dir / "server.log")
+        self.say(f"starting bundled server: {config.describe()}")
+        address = self.server.start(target.ready_timeout)
+        self.say(f"target: {address.url} (bundled, ready)")
+        return address
+
+    def _execute(self) -> dict[str, Any]:
+        scenario, plan = self.scenario, self.plan
+        address = self._target()
+        headers = dict(scenario.target.headers)
+        if self.server is not None and self.server.config.auth_token:
+            headers.setdefault("Authorization", f"Bearer {self.server.config.auth_token}")
+        raws = [request_bytes(scenario.target.method, address.host, address.port, scenario.target.endpoint,
+                              body, headers) for body in bodies(scenario, self.base_dir)]
+        parts = scenario.generator.processes
+        specs = [GeneratorSpec(gen=g, parts=parts, host=address.host, port=address.port, requests=raws,
+                               timeout=scenario.target.timeout, plan=plan,
+                               max_in_flight=scenario.load.max_in_flight,
+                               samples_path=str(self.run_dir / f"samples-{g}.csv"))
+                 for g in range(parts)]
+        engine = ThreadPoolEngine(specs)
+        monitor: ResourceMonitor | None = None
+        self.say(f"load: {plan.model} model, {len(plan.segments)} stage(s), {plan.duration:g} s "
+                 f"(warm-up {plan.warmup:g} s), {parts} generator process(es); run folder {self.run_dir}")
+        try:
+            t0 = engine.start()
+            roles = {"generator": lambda: engine.pids, "harness": lambda: [os.getpid()]}
+            if self.server is not None and self.server.pid is not None:
+                pid = self.server.pid
+                roles.update({"server": lambda: [pid], "server_worker": children_of(pid)})
+            monitor = ResourceMonitor(self.run_dir / "resources.csv", t0, roles)
+            monitor.start()
+            self.loading = True
+            if self.interrupted:
+                engine.stop()
+            stopped_at = self._drive(engine, t0)
+        finally:
+            self.loading = False
+            engine.stop()
+            engine.close(timeout=scenario.target.timeout + 5)
+            if monitor is not None:
+                monitor.stop()
+        meta = {
+            "name": scenario.name, "scenario_file": str(self.scenario_path),
+            "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "engine": scenario.engine, "load_model": plan.model,
+            "arrival": plan.arrival if plan.model == "open" else None,
+            "generator_processes": parts,
+            "target": {"url": address.url, "bundled": self.server is not None,
+                       "endpoint": scenario.target.endpoint,
+                       "server": self.server.config.describe() if self.server else None,
+                       "server_settings": (scenario.target.server.model_dump(exclude={"auth_token"})
+                                           if scenario.target.server else None)},
+        }
+        result = summary_mod.build(self.run_dir, meta=meta, plan=plan, thresholds=scenario.parsed_thresholds,
+                                   max_in_flight=scenario.load.max_in_flight, stopped_at=stopped_at,
+                                   interrupted=self.interrupted, reasons=self.failures)
+        summary_mod.write(self.run_dir, result)
+        return result
+
+    def _drive(self, engine: ThreadPoolEngine, t0: float) -> float:
+        """Relay progress until the generators finish; returns when the load stopped (s from t0)."""
+        progress = Progress(self.plan, t0, quiet=self.quiet)
+        hard_stop = t0 + self.plan.duration + self.scenario.target.timeout + 10
+        stopped_at = None
+        while not engine.finished:
+            progress.update(engine.messages(0.25))
+            now = time.monotonic()
+            if self.interrupted and stopped_at is None:
+                stopped_at = now - t0
+                engine.stop()
+            if self.server is not None and not self.server.alive() and stopped_at is None:
+                stopped_at = now - t0
+                self.failures.append(f"the bundled server exited {stopped_at:.1f} s into the run "
+                                     f"(see {self.server.log_path}); the run was stopped")
+                engine.stop()
+            if now > hard_stop:
+                engine.stop()
+                break
+        progress.finish()
+        return stopped_at if stopped_at is not None else self.plan.duration

@@ -1,0 +1,67 @@
+"""One row per request, streamed to disk as it completes (readers live in harness.analysis).
+
+Rows are appended to a lock-free deque by request threads and written by one thread every
+~200 ms as whole lines in a single write() each, so a crash or Ctrl-C loses at most the last
+fraction of a second and never leaves a torn line behind a complete one. Each generator process
+writes its own `samples-<gen>.csv`; readers concatenate them (optionally gzip-compressed).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from pathlib import Path
+
+COLUMNS = ["intended", "start", "end", "status", "error", "bytes", "stage", "gen", "srv_queue_ms",
+           "srv_infer_ms"]
+HEADER = ",".join(COLUMNS) + "\n"
+NOT_SENT = "not_sent"
+HTTP_ERROR = "http"
+
+# (intended, start|None, end|None, status, error, bytes, stage, gen, srv_queue_ms|None, srv_infer_ms|None)
+Row = tuple
+
+
+def format_row(row: Row) -> str:
+    intended, start, end, status, error, size, stage, gen, q, inf = row
+    if start is None:  # a request that was planned but never sent
+        return f"{intended:.6f},,,0,{error},0,{stage},{gen},,\n"
+    return (f"{intended:.6f},{start:.6f},{end:.6f},{status},{error},{size},{stage},{gen},"
+            f"{'' if q is None else f'{q:.3f}'},{'' if inf is None else f'{inf:.3f}'}\n")
+
+
+class SampleWriter:
+    """Thread-safe append; a background thread flushes complete lines to disk."""
+
+    def __init__(self, path: Path, flush_interval: float = 0.2) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.write(self._fd, HEADER.encode())
+        self._rows: deque[Row] = deque()
+        self._interval = flush_interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sample-writer", daemon=True)
+        self._thread.start()
+        self.written = 0
+
+    def append(self, row: Row) -> None:
+        self._rows.append(row)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.flush()
+
+    def flush(self) -> None:
+        rows = self._rows
+        lines = []
+        while rows:
+            lines.append(format_row(rows.popleft()))
+        if lines:
+            os.write(self._fd, "".join(lines).encode())
+            self.written += len(lines)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.flush()
+        os.close(self._fd)
