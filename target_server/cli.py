@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from target_server.config import LOCK_MODES, MODEL_NAMES, WORKER_CLASSES, ServerConfig, env_defaults
+from target_server.config import (LOCK_MODES, MODEL_NAMES, WORKER_CLASSES, ServerConfig, WeightsError,
+                                  env_defaults)
 
 EXIT_BAD_USAGE = 2
 
@@ -56,7 +57,6 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
 
 def main(argv: list[str] | None = None) -> int:
     from target_server.launcher import check_weights_before_start, serve
-    from target_server.models import WeightsError
 
     try:
         config = config_from_args(argv)

@@ -12,6 +12,10 @@ LOCK_MODES = ("none", "global")
 ENV_PREFIX = "TARGET_SERVER_"
 
 
+class WeightsError(ValueError):
+    """A weights file that cannot be used for the chosen model (kept torch-free for the master)."""
+
+
 def available_cores() -> int:
     """Cores this process may run on (affinity-aware, unlike os.cpu_count)."""
     try:

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from target_server.config import WeightsError
+
 MLP_SIZES = (256, 2048, 2048, 10)
 MLP_SEED = 1234
 
@@ -99,10 +101,6 @@ REGISTRY: dict[str, ModelSpec] = {
     "sleep": ModelSpec("sleep", 3, 1, True, lambda s: SleepModel(s), False),
     "noop": ModelSpec("noop", 3, 1, False, lambda _s: None, False),
 }
-
-
-class WeightsError(ValueError):
-    """A weights file that cannot be used for the chosen model."""
 
 
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
