@@ -66,8 +66,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.runner import Run, new_run_dir
 
     scenario, path = _scaled(Path(args.scenario), args)
-    run_dir = args.out if args.out else new_run_dir(scenario.name)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir = args.out if args.out else new_run_dir(scenario.name)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the run folder {args.out or 'under reports/'}: "
+                        f"{exc.strerror or exc}") from None
     result = Run(scenario, path, run_dir, quiet=args.quiet).execute()
     if "requests" in result:
         print(summary_mod.format_table(result))

@@ -54,16 +54,33 @@ class _Counters:
 class _Generator:
     """Everything one generator process does, driven by its threads."""
 
-    def __init__(self, spec: GeneratorSpec, t0: float, stop: threading.Event) -> None:
+    def __init__(self, spec: GeneratorSpec, stop: threading.Event) -> None:
         self.spec = spec
-        self.t0 = t0
+        self.t0 = 0.0
+        self.end_at = 0.0
         self.stop = stop
+        self.started = threading.Event()
         self.writer = SampleWriter(Path(spec.samples_path))
         self.counters = _Counters()
         self.in_flight = 0
-        self.end_at = t0 + spec.plan.duration
         self._arrivals: Iterator[float] = iter(())
         self._arrival_lock = threading.Lock()
+
+    def _connected(self, send_at_start: bool) -> Connection | None:
+        """The thread's connection, waiting for the common start; None if stopped before it.
+
+        Threads due to send at t0 connect ahead, so the first requests do not pay for the
+        handshake. Others must not: a sync gunicorn worker that accepts an idle connection
+        blocks on it until a request arrives.
+        """
+        conn = Connection(self.spec.host, self.spec.port)
+        if send_at_start:
+            conn.warm_up(timeout=self.spec.timeout)
+        while not self.started.wait(0.05):
+            if self.stop.is_set():
+                conn.close()
+                return None
+        return conn
 
     # one request, recorded ---------------------------------------------------------------
     def _send(self, conn: Connection, raw: bytes, intended: float) -> None:
@@ -94,7 +111,9 @@ class _Generator:
     # closed model --------------------------------------------------------------------------
     def closed_user(self, user: int) -> None:
         plan, spec = self.spec.plan, self.spec
-        conn = Connection(spec.host, spec.port)
+        conn = self._connected(send_at_start=user < plan.users_at(0.0))
+        if conn is None:
+            return
         raws = spec.requests
         i = user
         try:
@@ -122,7 +141,9 @@ class _Generator:
 
     def open_slot(self, slot: int) -> None:
         spec = self.spec
-        conn = Connection(spec.host, spec.port)
+        conn = self._connected(send_at_start=False)
+        if conn is None:
+            return
         raws = spec.requests
         i = slot
         try:
@@ -154,7 +175,8 @@ class _Generator:
         return count
 
     # lifecycle -----------------------------------------------------------------------------
-    def run(self, report: Any, parent_pid: int) -> None:
+    def run(self, report: Any, parent_pid: int, t0_value: Any) -> None:
+        """Start every thread and connection, report ready, wait for the common t0, then load."""
         spec, plan = self.spec, self.spec.plan
         if plan.model == "closed":
             users = [u for u in range(int(plan.peak + 1e-9)) if u % spec.parts == spec.gen]
@@ -163,9 +185,21 @@ class _Generator:
             self._arrivals = plan.arrivals(spec.gen, spec.parts)
             slots = max(1, spec.max_in_flight // spec.parts)
             jobs = [(self.open_slot, s) for s in range(slots)]
-        started = time.monotonic()
         with ThreadPoolExecutor(max_workers=max(1, len(jobs)), thread_name_prefix="user") as pool:
             futures = [pool.submit(fn, arg) for fn, arg in jobs]
+            report.put(("ready", spec.gen, {"pid": os.getpid()}))
+            while t0_value.value == 0.0:
+                if os.getppid() != parent_pid or self.stop.is_set():
+                    self.stop.set()
+                    break
+                time.sleep(0.002)
+            self.t0 = t0_value.value
+            self.end_at = self.t0 + plan.duration
+            delay = self.t0 - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self.started.set()
+            started = time.monotonic()
             while not all(f.done() for f in futures):
                 time.sleep(min(PROGRESS_INTERVAL, 0.2))
                 if time.monotonic() >= self.end_at or os.getppid() != parent_pid:
@@ -200,14 +234,9 @@ def generator_main(spec: GeneratorSpec, report: Any, t0_value: Any, stop_flag: A
     set() blocks forever if a process died while waiting on it.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    report.put(("ready", spec.gen, {"pid": os.getpid()}))
-    while t0_value.value == 0.0:
-        if os.getppid() != parent_pid or stop_flag.value:
-            return
-        time.sleep(0.002)
     stop = threading.Event()
     threading.Thread(target=_relay_stop, args=(stop_flag, stop), daemon=True).start()
-    _Generator(spec, t0_value.value, stop).run(report, parent_pid)
+    _Generator(spec, stop).run(report, parent_pid, t0_value)
 
 
 def _relay_stop(stop_flag: Any, stop: threading.Event) -> None:

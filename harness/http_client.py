@@ -58,6 +58,13 @@ class Connection:
             finally:
                 self.sock = None
 
+    def warm_up(self, timeout: float) -> None:
+        """Open the connection ahead of the first request; failures are left to request() to report."""
+        try:
+            self._connect(time.monotonic() + timeout)
+        except RequestFailed:
+            pass
+
     def _connect(self, deadline: float) -> socket.socket:
         remaining = deadline - time.monotonic()
         if remaining <= 0:

@@ -1,0 +1,66 @@
+"""A scriptable raw-socket HTTP server on 127.0.0.1 for client tests: each connection is handled by
+a function that reads requests and writes whatever bytes the test wants (valid or not)."""
+from __future__ import annotations
+
+import socket
+import socketserver
+import threading
+from typing import Callable
+
+Handler = Callable[[socket.socket], None]
+
+
+def read_request(sock: socket.socket) -> bytes:
+    """Read one request (headers + Content-Length body); b'' when the peer closed."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b""
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+class RawServer:
+    def __init__(self, handler: Handler) -> None:
+        outer = self
+        self.connections = 0
+
+        class _Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                outer.connections += 1
+                try:
+                    handler(self.request)
+                except OSError:
+                    pass
+
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+
+    def __enter__(self) -> "RawServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def respond_forever(response: bytes) -> Handler:
+    """Keep-alive server answering every request with the same bytes."""
+    def handle(sock: socket.socket) -> None:
+        while read_request(sock):
+            sock.sendall(response)
+    return handle
