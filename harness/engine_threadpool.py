@@ -11,6 +11,7 @@ users or arrivals, all timed on the same CLOCK_MONOTONIC origin handed over by t
 """
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 import queue
@@ -65,6 +66,7 @@ class _Generator:
         self.in_flight = 0
         self._arrivals: Iterator[float] = iter(())
         self._arrival_lock = threading.Lock()
+        self._stage_span = (0.0, -1.0, 0)  # (from, until, stage): the stage of intended times in it
 
     def _connected(self, send_at_start: bool) -> Connection | None:
         """The thread's connection, waiting for the common start; None if stopped before it.
@@ -83,30 +85,47 @@ class _Generator:
         return conn
 
     # one request, recorded ---------------------------------------------------------------
+    def _stage_of(self, t: float) -> int:
+        """plan.stage_at(t), remembered for the span of times that share its answer."""
+        lo, hi, stage = self._stage_span
+        if lo <= t < hi:
+            return stage
+        plan = self.spec.plan
+        stage = plan.stage_at(t)
+        starts = [seg.start for seg in plan.segments]
+        lo = starts[stage] if stage > 0 else -math.inf
+        hi = starts[stage + 1] if stage + 1 < len(starts) else math.inf
+        self._stage_span = (lo, hi, stage)  # one tuple: threads never see a torn update
+        return stage
+
     def _send(self, conn: Connection, raw: bytes, intended: float) -> None:
+        """Send one request and append its row (the hot path: kept lean on purpose)."""
         t0 = self.t0
+        counters = self.counters
         self.in_flight += 1
         start = time.monotonic()
         try:
             response = conn.request(raw, self.spec.timeout)
         except RequestFailed as exc:
             end = time.monotonic()
-            row = (intended, start - t0, end - t0, 0, exc.kind, 0, self.spec.plan.stage_at(intended),
+            row = (intended, start - t0, end - t0, 0, exc.kind, 0, self._stage_of(intended),
                    self.spec.gen, None, None)
-            self.counters.errors += 1
+            counters.errors += 1
         else:
             end = time.monotonic()
+            status = response.status
+            if status >= 400:
+                error = HTTP_ERROR
+                counters.errors += 1
+            else:
+                error = ""
             timing = parse_server_timing(response.server_timing) if response.server_timing else None
-            error = HTTP_ERROR if response.status >= 400 else ""
-            if error:
-                self.counters.errors += 1
-            row = (intended, start - t0, end - t0, response.status, error, response.body_bytes,
-                   self.spec.plan.stage_at(intended), self.spec.gen,
-                   timing[0] if timing else None, timing[1] if timing else None)
+            row = (intended, start - t0, end - t0, status, error, response.body_bytes, self._stage_of(intended),
+                   self.spec.gen, timing[0] if timing else None, timing[1] if timing else None)
         self.in_flight -= 1
         self.writer.append(row)
-        self.counters.sent += 1
-        self.counters.latencies.append(end - t0 - intended)
+        counters.sent += 1
+        counters.latencies.append(end - t0 - intended)
 
     # closed model --------------------------------------------------------------------------
     def closed_user(self, user: int) -> None:
@@ -116,10 +135,16 @@ class _Generator:
             return
         raws = spec.requests
         i = user
+        duration = plan.duration
+        active_until = -1.0  # before this time the plan surely keeps this user active
         try:
             while not self.stop.is_set():
                 now = time.monotonic() - self.t0
-                if now >= plan.duration:
+                if now < active_until:
+                    self._send(conn, raws[i % len(raws)], now)
+                    i += 1
+                    continue
+                if now >= duration:
                     return
                 if user >= plan.users_at(now):
                     wake = plan.next_activation(user, now)
@@ -129,6 +154,7 @@ class _Generator:
                         continue
                     self.stop.wait(min(max(wake - now, 0.0), 1.0))
                     continue
+                active_until = _surely_active_until(plan, user, now)
                 self._send(conn, raws[i % len(raws)], now)
                 i += 1
         finally:
@@ -227,6 +253,23 @@ class _Generator:
                                                 "latencies": latencies, "in_flight": self.in_flight}))
 
 
+def _surely_active_until(plan: LoadPlan, user: int, t: float) -> float:
+    """A time before which `user`, active at t, stays active without asking the plan again.
+
+    Within a stage the target moves linearly: a level or rising stage keeps every active user
+    until it ends; a falling one until (a millisecond before) it drops below user + 1. The
+    loop asks `plan.users_at` again from then on, so the answer is never wrong, only cheaper.
+    """
+    seg = plan.segments[plan.stage_at(t)]
+    if seg.duration <= 0 or t >= seg.stop:
+        return t
+    until = min(seg.stop, plan.duration)
+    if seg.end < seg.begin:
+        cross = seg.start + (seg.begin - (user + 1)) / (seg.begin - seg.end) * seg.duration
+        until = min(until, cross - 1e-3)
+    return until
+
+
 def generator_main(spec: GeneratorSpec, report: Any, t0_value: Any, stop_flag: Any, parent_pid: int) -> None:
     """Entry point of a generator process.
 
@@ -303,6 +346,10 @@ class ThreadPoolEngine:
 
     def stop(self) -> None:
         self.stop_flag.value = 1
+
+    def reasons(self) -> list[str]:
+        """Validity problems only this engine knows about (none: CPU and lag come from the files)."""
+        return []
 
     def close(self, timeout: float) -> None:
         """Wait for generators to finish their in-flight requests; kill what does not end in time."""

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import yaml
 
 from harness import summary as summary_mod
+from harness.engine_locust import LocustEngine
 from harness.engine_threadpool import GeneratorSpec, ThreadPoolEngine
 from harness.errors import EXIT_INTERRUPTED
 from harness.monitor import ResourceMonitor, children_of
@@ -27,6 +28,7 @@ from harness.scenario import Scenario, ServerSettings, resolve
 from harness.target import Address, BundledServer, check_reachable, parse_url
 
 REPORTS_DIR = Path("reports")
+Engine = ThreadPoolEngine | LocustEngine
 
 
 class Interrupted(Exception):
@@ -119,18 +121,10 @@ class Run:
         headers = dict(scenario.target.headers)
         if self.server is not None and self.server.config.auth_token:
             headers.setdefault("Authorization", f"Bearer {self.server.config.auth_token}")
-        raws = [request_bytes(scenario.target.method, address.host, address.port, scenario.target.endpoint,
-                              body, headers) for body in bodies(scenario, self.base_dir)]
-        parts = scenario.generator.processes
-        specs = [GeneratorSpec(gen=g, parts=parts, host=address.host, port=address.port, requests=raws,
-                               timeout=scenario.target.timeout, plan=plan,
-                               max_in_flight=scenario.load.max_in_flight,
-                               samples_path=str(self.run_dir / f"samples-{g}.csv"))
-                 for g in range(parts)]
-        engine = ThreadPoolEngine(specs)
+        engine = self._engine(address, headers)
         monitor: ResourceMonitor | None = None
         self.say(f"load: {plan.model} model, {len(plan.segments)} stage(s), {plan.duration:g} s "
-                 f"(warm-up {plan.warmup:g} s), {parts} generator process(es); run folder {self.run_dir}")
+                 f"(warm-up {plan.warmup:g} s), {self._generators()}; run folder {self.run_dir}")
         try:
             t0 = engine.start()
             roles = {"generator": lambda: engine.pids, "harness": lambda: [os.getpid()]}
@@ -149,12 +143,14 @@ class Run:
             engine.close(timeout=scenario.target.timeout + 5)
             if monitor is not None:
                 monitor.stop()
+        self.failures += engine.reasons()
         meta = {
             "name": scenario.name, "scenario_file": str(self.scenario_path),
             "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "engine": scenario.engine, "load_model": plan.model,
             "arrival": plan.arrival if plan.model == "open" else None,
-            "generator_processes": parts,
+            "generator_processes": (scenario.generator.processes if scenario.engine == "threadpool"
+                                    else max(scenario.locust.workers, 1)),
             "target": {"url": address.url, "bundled": self.server is not None,
                        "endpoint": scenario.target.endpoint,
                        "server": self.server.config.describe() if self.server else None,
@@ -167,7 +163,27 @@ class Run:
         summary_mod.write(self.run_dir, result)
         return result
 
-    def _drive(self, engine: ThreadPoolEngine, t0: float) -> float:
+    def _generators(self) -> str:
+        if self.scenario.engine == "locust":
+            workers = self.scenario.locust.workers
+            return f"Locust ({workers} workers)" if workers else "Locust (1 local process)"
+        return f"{self.scenario.generator.processes} generator process(es)"
+
+    def _engine(self, address: Address, headers: dict[str, str]) -> Engine:
+        scenario, plan = self.scenario, self.plan
+        payloads = bodies(scenario, self.base_dir)
+        if scenario.engine == "locust":
+            return LocustEngine(scenario, plan, payloads, headers, address.url, self.run_dir)
+        raws = [request_bytes(scenario.target.method, address.host, address.port, scenario.target.endpoint,
+                              body, headers) for body in payloads]
+        parts = scenario.generator.processes
+        return ThreadPoolEngine([GeneratorSpec(gen=g, parts=parts, host=address.host, port=address.port,
+                                               requests=raws, timeout=scenario.target.timeout, plan=plan,
+                                               max_in_flight=scenario.load.max_in_flight,
+                                               samples_path=str(self.run_dir / f"samples-{g}.csv"))
+                                 for g in range(parts)])
+
+    def _drive(self, engine: Engine, t0: float) -> float:
         """Relay progress until the generators finish; returns when the load stopped (s from t0)."""
         progress = Progress(self.plan, t0, quiet=self.quiet)
         hard_stop = t0 + self.plan.duration + self.scenario.target.timeout + 10

@@ -22,10 +22,15 @@ HTTP_ERROR = "http"
 Row = tuple
 
 
+_PLAIN = "%.6f,%.6f,%.6f,%d,%s,%d,%d,%d,,\n"  # a sent request without Server-Timing (the common row)
+
+
 def format_row(row: Row) -> str:
     intended, start, end, status, error, size, stage, gen, q, inf = row
     if start is None:  # a request that was planned but never sent
         return f"{intended:.6f},,,0,{error},0,{stage},{gen},,\n"
+    if q is None and inf is None:
+        return _PLAIN % (intended, start, end, status, error, size, stage, gen)
     return (f"{intended:.6f},{start:.6f},{end:.6f},{status},{error},{size},{stage},{gen},"
             f"{'' if q is None else f'{q:.3f}'},{'' if inf is None else f'{inf:.3f}'}\n")
 

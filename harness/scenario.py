@@ -160,6 +160,12 @@ class Generator(Strict):
     processes: int = Field(1, ge=1, le=64)
 
 
+class LocustOptions(Strict):
+    """Locust engine settings: 0 workers = one local Locust process; N = master + N workers."""
+
+    workers: int = Field(0, ge=0, le=64)
+
+
 def _check_threshold(text: str) -> str:
     parse_threshold(text)
     return text
@@ -172,9 +178,10 @@ class Scenario(Strict):
     name: str = Field("scenario", pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     target: Target = Field(default_factory=Target)
-    engine: Literal["threadpool"] = "threadpool"
+    engine: Literal["threadpool", "locust"] = "threadpool"
     load: Load
     generator: Generator = Field(default_factory=Generator)
+    locust: LocustOptions = Field(default_factory=LocustOptions)
     thresholds: list[ThresholdText] = Field(default_factory=list)
 
     @property

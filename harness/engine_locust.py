@@ -1,0 +1,189 @@
+"""The Locust engine: Locust runs as a subprocess (never imported here: it monkey-patches the
+process with gevent), fed a plan file, and writes sample rows in the harness's schema.
+
+`locust: {workers: N}` starts Locust's own master plus N workers on this machine; rows from the
+workers reach the master over Locust's messages, so remote workers work the same way.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.errors import TargetUnusable
+from harness.plan import LoadPlan
+from harness.scenario import Scenario
+from harness.tail import SampleTail
+
+LOCUSTFILE = Path(__file__).resolve().parent.parent / "locustfiles" / "inference.py"
+PLAN_ENV = "HARNESS_LOCUST_PLAN"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def plan_document(scenario: Scenario, plan: LoadPlan, bodies: list[bytes], headers: dict[str, str],
+                  run_dir: Path | None, mode: str) -> dict[str, Any]:
+    """The plan file Locust reads (locustfiles/plan_bridge.py: Bridge)."""
+    target = scenario.target
+    all_headers = {"Content-Type": "application/json", **headers} if target.method == "POST" else dict(headers)
+    return {
+        "mode": mode, "endpoint": target.endpoint, "method": target.method,
+        "bodies": [b.decode("utf-8") for b in bodies], "headers": all_headers,
+        "timeout": target.timeout,
+        "plan": {"model": plan.model, "stages": [[s.duration, s.end] for s in plan.segments],
+                 "start": plan.segments[0].begin, "warmup": plan.warmup, "arrival": plan.arrival,
+                 "seed": plan.seed},
+        "max_in_flight": scenario.load.max_in_flight,
+        "workers": max(scenario.locust.workers, 1),
+        "run_dir": str(run_dir) if run_dir else None,
+        "parent_pid": os.getpid(),
+    }
+
+
+class LocustProcesses:
+    """A Locust master (or single local runner) and its workers, each in its own session."""
+
+    def __init__(self, run_dir: Path, plan_doc: dict[str, Any], url: str, workers: int,
+                 extra_args: list[str]) -> None:
+        self.run_dir = run_dir
+        self.plan_path = run_dir / "locust-plan.json"
+        self.plan_path.write_text(json.dumps(plan_doc))
+        self.url = url
+        self.workers = workers
+        self.extra_args = extra_args
+        self.master: subprocess.Popen[bytes] | None = None
+        self.worker_procs: list[subprocess.Popen[bytes]] = []
+
+    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        env = {**os.environ, PLAN_ENV: str(self.plan_path)}
+        with open(self.run_dir / log_name, "wb") as log:
+            return subprocess.Popen([sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *args],
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, env=env)
+
+    def start(self) -> None:
+        args = ["--host", self.url, *self.extra_args]
+        if self.workers > 0:
+            port = free_port()
+            args += ["--master", "--expect-workers", str(self.workers), "--master-bind-host", "127.0.0.1",
+                     "--master-bind-port", str(port)]
+            self.master = self._spawn(args, "locust.log")
+            self.worker_procs = [self._spawn(["--worker", "--master-host", "127.0.0.1", "--master-port",
+                                              str(port)], f"locust-worker-{i}.log")
+                                 for i in range(self.workers)]
+        else:
+            self.master = self._spawn(args, "locust.log")
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in [self.master, *self.worker_procs] if p is not None and p.poll() is None]
+
+    def master_alive(self) -> bool:
+        return self.master is not None and self.master.poll() is None
+
+    def log_tail(self, lines: int = 12) -> str:
+        try:
+            text = (self.run_dir / "locust.log").read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return "\n".join("    " + line for line in text[-lines:])
+
+    def stop(self) -> None:
+        """SIGTERM the master: Locust stops the users, writes its CSV/HTML and tells workers to quit."""
+        if self.master_alive():
+            assert self.master is not None
+            self.master.send_signal(signal.SIGTERM)
+
+    def close(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for proc in [self.master, *self.worker_procs]:
+            if proc is None:
+                continue
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                if proc.poll() is not None:
+                    break
+                try:
+                    os.killpg(proc.pid, sig)
+                    proc.wait(timeout=3)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    pass
+
+
+class LocustEngine:
+    """Parent-side handle with the same surface as ThreadPoolEngine."""
+
+    def __init__(self, scenario: Scenario, plan: LoadPlan, bodies: list[bytes], headers: dict[str, str],
+                 url: str, run_dir: Path) -> None:
+        mode = plan.model
+        doc = plan_document(scenario, plan, bodies, headers, run_dir, mode)
+        self.processes = LocustProcesses(
+            run_dir, doc, url, scenario.locust.workers,
+            ["--headless", "--csv", str(run_dir / "locust"), "--html", str(run_dir / "locust.html"),
+             "--only-summary"])
+        self.run_dir = run_dir
+        self.tail = SampleTail(run_dir)
+        self.done: dict[int, dict[str, Any]] = {}
+
+    @property
+    def pids(self) -> list[int]:
+        return self.processes.pids
+
+    def start(self, ready_timeout: float = 60.0) -> float:
+        """Start Locust and wait for its test start; returns t0 on this host's monotonic clock."""
+        self.processes.start()
+        clock = self.run_dir / "locust-clock.json"
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if clock.exists():
+                try:
+                    return float(json.loads(clock.read_text())["t0"])
+                except (ValueError, KeyError):
+                    pass
+            if not self.processes.master_alive():
+                break
+            time.sleep(0.05)
+        tail = self.processes.log_tail()
+        self.processes.stop()
+        self.processes.close(5)
+        raise TargetUnusable(f"Locust did not start its test (see {self.run_dir / 'locust.log'})"
+                             + (f":\n{tail}" if tail else ""))
+
+    def messages(self, timeout: float) -> list[tuple[str, int, dict[str, Any]]]:
+        time.sleep(timeout)
+        return self.tail.progress()
+
+    @property
+    def finished(self) -> bool:
+        return not self.processes.master_alive()
+
+    def stop(self) -> None:
+        self.processes.stop()
+
+    def close(self, timeout: float) -> None:
+        self.processes.close(timeout)
+
+    def reasons(self) -> list[str]:
+        """Validity problems only Locust knows about."""
+        status_path = self.run_dir / "locust-status.json"
+        try:
+            status = json.loads(status_path.read_text())
+        except (OSError, ValueError):
+            return []
+        if status.get("cpu_warning"):
+            return ["Locust reported a generator process above 90% CPU: its timings are not trustworthy; "
+                    "add locust.workers or lower the load"]
+        return []
