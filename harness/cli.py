@@ -1,4 +1,4 @@
-"""`python -m harness`: run and validate scenarios. Exit codes: 0 passed, 1 threshold failed,
+"""`python -m harness`: run and validate scenarios, render reports and comparisons. Exit codes: 0 passed, 1 threshold failed,
 2 bad usage or input, 3 invalid run or unusable target, 130 interrupted (partial results kept)."""
 from __future__ import annotations
 
@@ -31,8 +31,28 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override one scenario value, e.g. --set load.stages[1].target=64 (repeatable)")
     run.add_argument("--quiet", action="store_true", help="no progress line")
 
+    ui = sub.add_parser("ui", help="start the scenario's target and Locust's web UI pointed at it")
+    ui.add_argument("scenario", help="scenario YAML file (its target, payload and endpoint are used)")
+    ui.add_argument("--out", type=Path, help="run folder for the samples (default: reports/<timestamp>-<name>-ui)")
+    ui.add_argument("--url", help="use this already-running endpoint instead of the scenario's target")
+    ui.add_argument("--web-host", default="127.0.0.1", help="address of the web UI (0.0.0.0 exposes it)")
+    ui.add_argument("--web-port", type=int, default=8089, help="port of the web UI")
+    ui.add_argument("--workers", type=int, default=0, help="Locust worker processes (0 = one local process)")
+    ui.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one scenario value (repeatable)")
+
     validate = sub.add_parser("validate", help="check a scenario file without running it")
     validate.add_argument("scenario", nargs="+", help="scenario YAML file(s)")
+
+    report = sub.add_parser("report", help="(re-)render a run folder's report.html")
+    report.add_argument("run_dir", type=Path, help="run folder, e.g. reports/20261126-012201-spike")
+
+    compare = sub.add_parser("compare", help="compare runs side by side in one HTML page (+ CSV)")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                         help="run folders or quoted globs (e.g. 'reports/*-spike'); the first is the baseline")
+    compare.add_argument("-o", "--output", type=Path,
+                         help="HTML file to write (default: reports/compare-<timestamp>.html); "
+                              "the CSV goes next to it")
     return parser
 
 
@@ -76,7 +96,53 @@ def cmd_run(args: argparse.Namespace) -> int:
     if "requests" in result:
         print(summary_mod.format_table(result))
     print(f"run folder: {run_dir}")
+    if (run_dir / summary_mod.SUMMARY_FILE).exists():
+        _report_after_run(run_dir)
     return int(result["exit_code"])
+
+
+def _report_after_run(run_dir: Path) -> None:
+    """Write report.html; a failure here never costs the run its summary or exit code."""
+    from harness.report import write_report
+
+    try:
+        print(f"report: {write_report(run_dir)}")
+    except KeyboardInterrupt:
+        print(f"warning: report not written (interrupted); render it with: python -m harness report {run_dir}",
+              file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - a report bug must leave the run's results intact
+        print(f"warning: report not written ({type(exc).__name__}: {exc}); "
+              f"render it with: python -m harness report {run_dir}", file=sys.stderr)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import write_report
+
+    print(f"report: {write_report(args.run_dir)}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.compare import expand_run_dirs, write_comparison
+
+    html_path, csv_path = write_comparison(expand_run_dirs(args.run_dirs), args.output)
+    print(f"comparison: {html_path}\ntable: {csv_path}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from harness.runner import new_run_dir
+    from harness.scenario import load_scenario
+    from harness.ui import serve_ui
+
+    scenario, path = load_scenario(Path(args.scenario), _overrides(args))
+    try:
+        run_dir = args.out if args.out else new_run_dir(f"{scenario.name}-ui")
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the run folder: {exc.strerror or exc}") from None
+    return serve_ui(scenario, path, run_dir, web_host=args.web_host, web_port=args.web_port,
+                    workers=args.workers)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -100,6 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "ui":
+            return cmd_ui(args)
+        if args.command == "report":
+            return cmd_report(args)
+        if args.command == "compare":
+            return cmd_compare(args)
         return cmd_validate(args)
     except UserError as exc:
         for message in exc.messages:

@@ -24,6 +24,7 @@ from harness.monitor import ResourceMonitor, children_of
 from harness.payload import bodies, request_bytes
 from harness.plan import plan_from_scenario
 from harness.progress import Progress
+from harness.scrape import METRICS_FILE, MetricsScraper
 from harness.scenario import Scenario, ServerSettings, resolve
 from harness.target import Address, BundledServer, check_reachable, parse_url
 
@@ -78,6 +79,8 @@ class Run:
             print(text, file=sys.stderr, flush=True)
 
     def _on_signal(self, signum: int) -> None:
+        if self.interrupted:
+            return  # already stopping: a second Ctrl-C must not break the cleanup
         self.interrupted = True
         if not self.loading:
             raise Interrupted()
@@ -99,7 +102,8 @@ class Run:
         self.say("interrupted before the load started; nothing was measured")
         return {"exit_code": EXIT_INTERRUPTED, "interrupted": True}
 
-    def _target(self) -> Address:
+    def start_target(self) -> Address:
+        """Start the bundled server (kept in self.server) or check the given URL."""
         target = self.scenario.target
         if target.url is not None:
             address = parse_url(target.url)
@@ -117,12 +121,13 @@ class Run:
 
     def _execute(self) -> dict[str, Any]:
         scenario, plan = self.scenario, self.plan
-        address = self._target()
+        address = self.start_target()
         headers = dict(scenario.target.headers)
         if self.server is not None and self.server.config.auth_token:
             headers.setdefault("Authorization", f"Bearer {self.server.config.auth_token}")
         engine = self._engine(address, headers)
         monitor: ResourceMonitor | None = None
+        scraper: MetricsScraper | None = None
         self.say(f"load: {plan.model} model, {len(plan.segments)} stage(s), {plan.duration:g} s "
                  f"(warm-up {plan.warmup:g} s), {self._generators()}; run folder {self.run_dir}")
         try:
@@ -133,6 +138,10 @@ class Run:
                 roles.update({"server": lambda: [pid], "server_worker": children_of(pid)})
             monitor = ResourceMonitor(self.run_dir / "resources.csv", t0, roles)
             monitor.start()
+            if scenario.target.scrape_metrics:
+                scraper = MetricsScraper(address.url + "/metrics", self.run_dir / METRICS_FILE, t0,
+                                         headers=headers, log=self.say)
+                scraper.start()
             self.loading = True
             if self.interrupted:
                 engine.stop()
@@ -143,6 +152,8 @@ class Run:
             engine.close(timeout=scenario.target.timeout + 5)
             if monitor is not None:
                 monitor.stop()
+            if scraper is not None:
+                scraper.stop()
         self.failures += engine.reasons()
         meta = {
             "name": scenario.name, "scenario_file": str(self.scenario_path),

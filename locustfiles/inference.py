@@ -19,7 +19,6 @@ from typing import Any
 
 import gevent
 from locust import FastHttpUser, LoadTestShape, constant, events, task
-from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
 from harness.samples import SampleWriter
@@ -33,7 +32,8 @@ RELAY_INTERVAL = 0.5
 
 CLOCK = Clock()
 STATE: dict[str, Any] = {"gen": 0, "rows": [], "writer": None, "writers": {}, "arrivals": iter(()),
-                         "master_wall": 0.0, "runner": None}
+                         "master_wall": 0.0, "runner": None, "pending": 0, "exhausted": False,
+                         "worker_pending": {}}
 ARRIVAL_LOCK = threading.Lock()  # a gevent lock after monkey-patching
 
 
@@ -85,13 +85,21 @@ class ScheduledUser(FastHttpUser):
     def fire(self) -> None:
         with ARRIVAL_LOCK:
             intended = next(STATE["arrivals"], None)
+            if intended is None:
+                STATE["exhausted"] = True
+            else:
+                STATE["pending"] += 1
         if intended is None:
-            raise StopUser()
-        delay = intended - CLOCK.now()
-        if delay > 0:
-            gevent.sleep(delay)
-        ScheduledUser.count += 1
-        send(self, intended, ScheduledUser.count)
+            gevent.sleep(0.1)  # schedule done: idle until the shape ends the test
+            return
+        try:
+            delay = intended - CLOCK.now()
+            if delay > 0:
+                gevent.sleep(delay)
+            ScheduledUser.count += 1
+            send(self, intended, ScheduledUser.count)
+        finally:
+            STATE["pending"] -= 1
 
 
 if BRIDGE.mode in ("closed", "open") and PLAN is not None:
@@ -100,10 +108,21 @@ if BRIDGE.mode in ("closed", "open") and PLAN is not None:
 
         def tick(self) -> tuple[int, float] | None:
             t = self.get_run_time()
-            if t >= PLAN.duration:
+            if BRIDGE.mode == "closed":
+                return None if t >= PLAN.duration else (PLAN.users_at(t), SPAWN_RATE)
+            # open model: after the last arrival, let requests still in flight finish (bounded)
+            if t >= PLAN.duration and (open_requests_done() or t >= PLAN.duration + BRIDGE.timeout):
                 return None
-            users = PLAN.users_at(t) if BRIDGE.mode == "closed" else BRIDGE.max_in_flight
-            return users, SPAWN_RATE
+            return BRIDGE.max_in_flight, SPAWN_RATE
+
+
+def open_requests_done() -> bool:
+    """Every arrival of this process (or, on the master, of every worker) was sent and answered."""
+    if isinstance(STATE["runner"], MasterRunner):
+        reports = STATE["worker_pending"]
+        return len(reports) >= BRIDGE.workers and all(
+            pending == 0 and exhausted for pending, exhausted in reports.values())
+    return STATE["pending"] == 0 and STATE["exhausted"]
 
 
 @events.init.add_listener
@@ -124,6 +143,9 @@ def exit_with_parent(environment: Any, parent_pid: int) -> None:
 
 @events.test_start.add_listener
 def on_test_start(environment: Any, **_: Any) -> None:
+    if STATE.get("started") and BRIDGE.mode == "ui":
+        return  # a new swarm from the web UI continues the same timeline and files
+    STATE["started"] = True
     CLOCK.start()
     runner = environment.runner
     if isinstance(runner, WorkerRunner):
@@ -147,8 +169,8 @@ def relay_rows(runner: WorkerRunner) -> None:
 
 def flush_to_master(runner: WorkerRunner) -> None:
     rows, STATE["rows"] = STATE["rows"], []
-    if rows:
-        runner.send_message("harness_samples", {"gen": STATE["gen"], "wall": CLOCK.wall, "rows": rows})
+    runner.send_message("harness_samples", {"gen": STATE["gen"], "wall": CLOCK.wall, "rows": rows,
+                                            "pending": STATE["pending"], "exhausted": STATE["exhausted"]})
 
 
 def on_worker_rows(environment: Any, msg: Any, **_: Any) -> None:
@@ -157,6 +179,7 @@ def on_worker_rows(environment: Any, msg: Any, **_: Any) -> None:
     writer = STATE["writers"].get(gen)
     if writer is None and BRIDGE.run_dir:
         writer = STATE["writers"][gen] = SampleWriter(Path(BRIDGE.run_dir) / f"samples-{gen}.csv")
+    STATE["worker_pending"][gen] = (data["pending"], data["exhausted"])
     offset = data["wall"] - STATE["master_wall"]
     for row in data["rows"]:
         writer.append(shift(tuple(row), offset))

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install the project (and, with --dev, the test tools) from the pinned path.
+# Create .venv and install the project (and, with --dev, the test tools and headless Chromium)
+# from the pinned path.
 # Idempotent: a second run only checks that everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,4 +17,7 @@ extra=""
 # pip warns about every configured local index that lacks a package; keep real errors only.
 .venv/bin/python -m pip install --quiet -c constraints.txt -e ".${extra}" \
   2> >(grep -v -e 'is ignored: it is neither' -e 'BuildBackendWarning' >&2)
+if [ "$dev" = 1 ]; then
+  bash scripts/install-browser.sh >/dev/null  # headless Chromium + driver for the browser tests
+fi
 echo "installed into .venv (python: $(.venv/bin/python --version 2>&1))"
