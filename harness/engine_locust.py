@@ -23,6 +23,7 @@ from harness.tail import SampleTail
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "locustfiles" / "inference.py"
 PLAN_ENV = "HARNESS_LOCUST_PLAN"
+PARENT_ENV = "HARNESS_PARENT_PID"  # only for Locust processes this harness starts itself
 
 
 def free_port() -> int:
@@ -44,9 +45,8 @@ def plan_document(scenario: Scenario, plan: LoadPlan, bodies: list[bytes], heade
                  "start": plan.segments[0].begin, "warmup": plan.warmup, "arrival": plan.arrival,
                  "seed": plan.seed},
         "max_in_flight": scenario.load.max_in_flight,
-        "workers": max(scenario.locust.workers, 1),
+        "workers": max(scenario.locust.workers + scenario.locust.remote_workers, 1),
         "run_dir": str(run_dir) if run_dir else None,
-        "parent_pid": os.getpid(),
     }
 
 
@@ -54,18 +54,22 @@ class LocustProcesses:
     """A Locust master (or single local runner) and its workers, each in its own session."""
 
     def __init__(self, run_dir: Path, plan_doc: dict[str, Any], url: str, workers: int,
-                 extra_args: list[str]) -> None:
+                 extra_args: list[str], *, remote_workers: int = 0, master_host: str = "127.0.0.1",
+                 master_port: int = 0) -> None:
         self.run_dir = run_dir
         self.plan_path = run_dir / "locust-plan.json"
         self.plan_path.write_text(json.dumps(plan_doc))
         self.url = url
         self.workers = workers
+        self.remote_workers = remote_workers
+        self.master_host = master_host
+        self.master_port = master_port
         self.extra_args = extra_args
         self.master: subprocess.Popen[bytes] | None = None
         self.worker_procs: list[subprocess.Popen[bytes]] = []
 
     def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
-        env = {**os.environ, PLAN_ENV: str(self.plan_path)}
+        env = {**os.environ, PLAN_ENV: str(self.plan_path), PARENT_ENV: str(os.getpid())}
         with open(self.run_dir / log_name, "wb") as log:
             return subprocess.Popen([sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *args],
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -73,16 +77,22 @@ class LocustProcesses:
 
     def start(self) -> None:
         args = ["--host", self.url, *self.extra_args]
-        if self.workers > 0:
-            port = free_port()
-            args += ["--master", "--expect-workers", str(self.workers), "--master-bind-host", "127.0.0.1",
-                     "--master-bind-port", str(port)]
+        expected = self.workers + self.remote_workers
+        if expected == 0:
             self.master = self._spawn(args, "locust.log")
-            self.worker_procs = [self._spawn(["--worker", "--master-host", "127.0.0.1", "--master-port",
-                                              str(port)], f"locust-worker-{i}.log")
-                                 for i in range(self.workers)]
-        else:
-            self.master = self._spawn(args, "locust.log")
+            return
+        port = self.master_port or free_port()
+        args += ["--master", "--expect-workers", str(expected), "--master-bind-host", self.master_host,
+                 "--master-bind-port", str(port)]
+        self.master = self._spawn(args, "locust.log")
+        connect_to = "127.0.0.1" if self.master_host in ("0.0.0.0", "::") else self.master_host
+        self.worker_procs = [self._spawn(["--worker", "--master-host", connect_to, "--master-port", str(port)],
+                                         f"locust-worker-{i}.log") for i in range(self.workers)]
+        if self.remote_workers:
+            print(f"waiting for {self.remote_workers} remote Locust worker(s); on each worker machine run:\n"
+                  f"  HARNESS_LOCUST_PLAN=locust-plan.json python -m locust -f locustfiles/inference.py "
+                  f"--worker --master-host <this machine's address> --master-port {port}\n"
+                  f"  (copy {self.plan_path} there as locust-plan.json)", file=sys.stderr, flush=True)
 
     @property
     def pids(self) -> list[int]:
@@ -130,10 +140,13 @@ class LocustEngine:
                  url: str, run_dir: Path) -> None:
         mode = plan.model
         doc = plan_document(scenario, plan, bodies, headers, run_dir, mode)
+        options = scenario.locust
         self.processes = LocustProcesses(
-            run_dir, doc, url, scenario.locust.workers,
+            run_dir, doc, url, options.workers,
             ["--headless", "--csv", str(run_dir / "locust"), "--html", str(run_dir / "locust.html"),
-             "--only-summary"])
+             "--only-summary"],
+            remote_workers=options.remote_workers, master_host=options.master_host,
+            master_port=options.master_port)
         self.run_dir = run_dir
         self.tail = SampleTail(run_dir)
         self.done: dict[int, dict[str, Any]] = {}
@@ -145,6 +158,8 @@ class LocustEngine:
     def start(self, ready_timeout: float = 60.0) -> float:
         """Start Locust and wait for its test start; returns t0 on this host's monotonic clock."""
         self.processes.start()
+        if self.processes.remote_workers:
+            ready_timeout += 600  # people need time to start workers on other machines
         clock = self.run_dir / "locust-clock.json"
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:

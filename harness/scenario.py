@@ -161,9 +161,21 @@ class Generator(Strict):
 
 
 class LocustOptions(Strict):
-    """Locust engine settings: 0 workers = one local Locust process; N = master + N workers."""
+    """Locust engine settings: 0 workers = one local Locust process; N = master + N local workers.
+
+    `remote_workers` more are awaited from other machines, connecting to `master_host:master_port`.
+    """
 
     workers: int = Field(0, ge=0, le=64)
+    remote_workers: int = Field(0, ge=0, le=1024)
+    master_host: str = "127.0.0.1"
+    master_port: int = Field(0, ge=0, le=65535)  # 0: any free port (local workers only)
+
+    @model_validator(mode="after")
+    def reachable(self) -> "LocustOptions":
+        if self.remote_workers and not self.master_port:
+            raise ValueError("remote_workers need a fixed master_port to connect to (e.g. 5557)")
+        return self
 
 
 def _check_threshold(text: str) -> str:

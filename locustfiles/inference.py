@@ -22,7 +22,7 @@ from locust import FastHttpUser, LoadTestShape, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
 from harness.samples import SampleWriter
-from plan_bridge import Bridge, Clock, not_sent_row, response_row, shift
+from plan_bridge import PARENT_ENV, Bridge, Clock, not_sent_row, response_row, shift
 
 BRIDGE = Bridge.from_environment()
 PLAN = BRIDGE.load_plan()
@@ -130,8 +130,8 @@ def on_init(environment: Any, **_: Any) -> None:
     STATE["runner"] = environment.runner
     if isinstance(environment.runner, MasterRunner):
         environment.runner.register_message("harness_samples", on_worker_rows)
-    if BRIDGE.parent_pid:
-        gevent.spawn(exit_with_parent, environment, BRIDGE.parent_pid)
+    if os.environ.get(PARENT_ENV):
+        gevent.spawn(exit_with_parent, environment, int(os.environ[PARENT_ENV]))
 
 
 def exit_with_parent(environment: Any, parent_pid: int) -> None:

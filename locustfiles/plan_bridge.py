@@ -20,6 +20,7 @@ from harness.plan import LoadPlan
 from harness.samples import HTTP_ERROR, NOT_SENT
 
 PLAN_ENV = "HARNESS_LOCUST_PLAN"
+PARENT_ENV = "HARNESS_PARENT_PID"  # set only on Locust processes the harness starts itself
 ARTICLE_BODY = '{"inputs": [[1.0, 2.0, 3.0]]}'
 
 
@@ -37,7 +38,6 @@ class Bridge:
     max_in_flight: int = 256
     workers: int = 1
     run_dir: str | None = None
-    parent_pid: int | None = None
 
     @classmethod
     def from_environment(cls) -> "Bridge":
