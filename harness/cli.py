@@ -1,5 +1,6 @@
-"""`python -m harness`: run and validate scenarios, render reports and comparisons. Exit codes: 0 passed, 1 threshold failed,
-2 bad usage or input, 3 invalid run or unusable target, 130 interrupted (partial results kept)."""
+"""`python -m harness`: run and validate scenarios, render reports and comparisons. Exit codes:
+0 passed, 1 threshold failed, 2 bad usage or input, 3 invalid run or unusable target, 130 interrupted
+(partial results kept)."""
 from __future__ import annotations
 
 import argparse
@@ -125,8 +126,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from harness.compare import expand_run_dirs, write_comparison
 
-    html_path, csv_path = write_comparison(expand_run_dirs(args.run_dirs), args.output)
-    print(f"comparison: {html_path}\ntable: {csv_path}")
+    html_path, csv_path, headline = write_comparison(expand_run_dirs(args.run_dirs), args.output)
+    print(f"{headline}\ncomparison: {html_path}\ntable: {csv_path}")
     return 0
 
 

@@ -26,7 +26,7 @@ from harness.plan import plan_from_scenario
 from harness.progress import Progress
 from harness.scrape import METRICS_FILE, MetricsScraper
 from harness.scenario import Scenario, ServerSettings, resolve
-from harness.target import Address, BundledServer, check_reachable, parse_url
+from harness.target import Address, BundledServer, TargetWatch, check_reachable, parse_url
 
 REPORTS_DIR = Path("reports")
 Engine = ThreadPoolEngine | LocustEngine
@@ -73,6 +73,7 @@ class Run:
         self.interrupted = False
         self.server: BundledServer | None = None
         self.failures: list[str] = []
+        self.notes: list[str] = []
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -145,7 +146,7 @@ class Run:
             self.loading = True
             if self.interrupted:
                 engine.stop()
-            stopped_at = self._drive(engine, t0)
+            stopped_at = self._drive(engine, t0, address)
         finally:
             self.loading = False
             engine.stop()
@@ -170,7 +171,8 @@ class Run:
         }
         result = summary_mod.build(self.run_dir, meta=meta, plan=plan, thresholds=scenario.parsed_thresholds,
                                    max_in_flight=scenario.load.max_in_flight, stopped_at=stopped_at,
-                                   interrupted=self.interrupted, reasons=self.failures)
+                                   interrupted=self.interrupted, reasons=self.failures,
+                                   notes=self.notes)
         summary_mod.write(self.run_dir, result)
         return result
 
@@ -194,22 +196,36 @@ class Run:
                                                samples_path=str(self.run_dir / f"samples-{g}.csv"))
                                  for g in range(parts)])
 
-    def _drive(self, engine: Engine, t0: float) -> float:
+    def _target_down(self, watch: TargetWatch, now: float) -> bool:
+        if self.server is not None and not self.server.alive():
+            return True
+        return watch.down(now)
+
+    def _drive(self, engine: Engine, t0: float, address: Address) -> float:
         """Relay progress until the generators finish; returns when the load stopped (s from t0)."""
         progress = Progress(self.plan, t0, quiet=self.quiet)
         hard_stop = t0 + self.plan.duration + self.scenario.target.timeout + 10
         stopped_at = None
+        watch = TargetWatch(address)
+        down_since: float | None = None
         while not engine.finished:
             progress.update(engine.messages(0.25))
             now = time.monotonic()
             if self.interrupted and stopped_at is None:
                 stopped_at = now - t0
                 engine.stop()
-            if self.server is not None and not self.server.alive() and stopped_at is None:
-                stopped_at = now - t0
-                self.failures.append(f"the bundled server exited {stopped_at:.1f} s into the run "
-                                     f"(see {self.server.log_path}); the run was stopped")
-                engine.stop()
+            if stopped_at is None and down_since is None and self._target_down(watch, now):
+                down_since = now - t0
+                what = ("the bundled server exited" if self.server is not None and not self.server.alive()
+                        else f"the target stopped accepting connections at {address.url}")
+                if self.scenario.target.on_down == "stop":
+                    stopped_at = down_since
+                    self.failures.append(f"{what} {down_since:.1f} s into the run; the run was stopped "
+                                         "(target.on_down: stop)")
+                    engine.stop()
+                else:
+                    self.notes.append(f"{what} {down_since:.1f} s into the run; the load went on "
+                                      "(target.on_down: continue)")
             if now > hard_stop:
                 engine.stop()
                 break

@@ -95,6 +95,7 @@ class Target(Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     timeout: Duration = Duration(10.0)
     ready_timeout: Duration = Duration(120.0)
+    on_down: Literal["stop", "continue"] = "stop"
     scrape_metrics: bool = True
 
     @field_validator("url")

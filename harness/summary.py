@@ -77,7 +77,8 @@ def environment() -> dict[str, Any]:
 
 
 def build(run_dir: Path, *, meta: dict[str, Any], plan: LoadPlan, thresholds: list[Threshold],
-          max_in_flight: int, stopped_at: float, interrupted: bool, reasons: list[str]) -> dict[str, Any]:
+          max_in_flight: int, stopped_at: float, interrupted: bool, reasons: list[str],
+          notes: list[str] | None = None) -> dict[str, Any]:
     """Everything in summary.json, from the samples and resources on disk plus the run's metadata."""
     df = analysis.load_samples(run_dir)
     resources = load_resources(run_dir)
@@ -97,7 +98,7 @@ def build(run_dir: Path, *, meta: dict[str, Any], plan: LoadPlan, thresholds: li
         stages.append({"index": i, "description": plan.describe_stage(i), "start_s": lo, "end_s": hi,
                        **analysis.window_figures(part, hi - lo)})
 
-    verdict = validity.Verdict(reasons=list(reasons))
+    verdict = validity.Verdict(reasons=list(reasons), notes=list(notes or []))
     validity.judge_generator_cpu(resources, plan.warmup, until, verdict)
     if plan.model == "open":
         validity.judge_open_model(window, max_in_flight, verdict)

@@ -33,14 +33,18 @@ class RawServer:
     def __init__(self, handler: Handler) -> None:
         outer = self
         self.connections = 0
+        self.open_sockets: set[socket.socket] = set()
 
         class _Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
                 outer.connections += 1
+                outer.open_sockets.add(self.request)
                 try:
                     handler(self.request)
                 except OSError:
                     pass
+                finally:
+                    outer.open_sockets.discard(self.request)
 
         socketserver.ThreadingTCPServer.allow_reuse_address = True
         self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Handler)
@@ -54,8 +58,14 @@ class RawServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Stop accepting and drop every open connection, like a server process that died."""
         self.server.shutdown()
         self.server.server_close()
+        for sock in list(self.open_sockets):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 def respond_forever(response: bytes) -> Handler:

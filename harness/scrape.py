@@ -1,0 +1,175 @@
+"""The target's Prometheus `/metrics` over a run: the scraper thread writing metrics.csv, and its readers."""
+from __future__ import annotations
+
+import csv
+import http.client
+import io
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
+
+import numpy as np
+import pandas as pd
+from prometheus_client.parser import text_string_to_metric_families
+
+COLUMNS = ["t", "name", "labels", "value"]
+METRICS_FILE = "metrics.csv"
+MAX_MISSES = 5  # consecutive network failures after a first success before giving up
+
+
+def format_labels(labels: dict[str, str]) -> str:
+    """Prometheus style, keys sorted: `endpoint="/predict",status="200"`."""
+    return ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def parse_exposition(text: str) -> list[tuple[str, str, float]]:
+    """(name, labels, value) for every sample of a /metrics page except `_created` timestamps."""
+    return [(s.name, format_labels(s.labels), float(s.value))
+            for family in text_string_to_metric_families(text) for s in family.samples
+            if not s.name.endswith("_created")]
+
+
+class MetricsScraper:
+    """Background thread: GET /metrics about once a second, append its samples to metrics.csv.
+
+    The file is created at the first good scrape, so a target without /metrics leaves none. A
+    non-200 answer, an unparsable page, a network error before any success, or MAX_MISSES network
+    errors in a row stop the scraper for the rest of the run with one line logged.
+    """
+
+    def __init__(self, url: str, path: Path, t0: float, *, headers: dict[str, str] | None = None,
+                 log: Callable[[str], None] = print, interval: float = 1.0, timeout: float = 2.0) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.target = parts.path or "/metrics"
+        self.url, self.path, self.t0 = url, path, t0
+        self.headers = dict(headers or {})
+        self.log, self.interval, self.timeout = log, interval, timeout
+        self.scrapes = 0
+        self._file: io.TextIOWrapper | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="metrics-scraper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.timeout + 2)
+        if self._file is not None:
+            self._file.close()
+
+    def _fetch(self) -> tuple[float, str]:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            sent = time.monotonic()
+            conn.request("GET", self.target, headers=self.headers)
+            response = conn.getresponse()
+            body = response.read()
+            t = (sent + time.monotonic()) / 2.0 - self.t0
+        finally:
+            conn.close()
+        if response.status != 200:
+            raise LookupError(f"HTTP {response.status}")
+        return t, body.decode("utf-8", errors="replace")
+
+    def _run(self) -> None:
+        misses = 0
+        while not self._stop.is_set():
+            began = time.monotonic()
+            try:
+                t, text = self._fetch()
+                rows = parse_exposition(text)
+                if not rows:
+                    raise ValueError("a page without samples")
+            except (OSError, http.client.HTTPException) as exc:
+                misses += 1
+                if self.scrapes == 0 or misses >= MAX_MISSES:
+                    self.log(f"metrics: no Prometheus metrics from {self.url} ({exc or type(exc).__name__}); "
+                             "not scraping them in this run")
+                    return
+            except (LookupError, ValueError) as exc:
+                self.log(f"metrics: {self.url} gave no Prometheus metrics ({exc or 'not the text format'}); "
+                         "not scraping them in this run")
+                return
+            else:
+                misses = 0
+                self._write(t, rows)
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - began)))
+
+    def _write(self, t: float, rows: list[tuple[str, str, float]]) -> None:
+        if self._file is None:
+            self._file = open(self.path, "w", newline="", buffering=1)
+            self._file.write(",".join(COLUMNS) + "\n")
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerows((f"{t:.3f}", name, labels, repr(value)) for name, labels, value in rows)
+        self._file.write(buffer.getvalue())
+        self._file.flush()
+        self.scrapes += 1
+
+
+def load_metrics(run_dir: Path) -> pd.DataFrame:
+    """metrics.csv as a frame (t, name, labels, value); empty when the run scraped nothing."""
+    path = Path(run_dir) / METRICS_FILE
+    data = path.read_bytes() if path.exists() else b""
+    data = data[:data.rfind(b"\n") + 1]
+    if data.count(b"\n") <= 1:
+        return pd.DataFrame({"t": pd.Series(dtype="float64"), "name": pd.Series(dtype="object"),
+                             "labels": pd.Series(dtype="object"), "value": pd.Series(dtype="float64")})
+    return pd.read_csv(io.BytesIO(data), dtype={"t": "float64", "name": "object", "labels": "object",
+                                                "value": "float64"}, keep_default_na=False)
+
+
+def label_values(labels: pd.Series, key: str) -> pd.Series:
+    """The value of one label in each row's label string ('' when absent)."""
+    pattern = re.compile(rf'(?:^|,){re.escape(key)}="((?:[^"\\]|\\.)*)"')
+    return labels.map(lambda s: (m.group(1) if (m := pattern.search(s)) else ""))
+
+
+def _totals(metrics: pd.DataFrame, name: str, by: str | None = None) -> pd.DataFrame:
+    """Sum of `name` over label sets per scrape time (columns: one per value of label `by`)."""
+    rows = metrics[metrics["name"] == name]
+    if rows.empty:
+        return pd.DataFrame()
+    key = label_values(rows["labels"], by) if by else pd.Series("total", index=rows.index)
+    return rows.assign(key=key).pivot_table(index="t", columns="key", values="value", aggfunc="sum").sort_index()
+
+
+def counter_rates(metrics: pd.DataFrame, name: str, by: str | None = None) -> pd.DataFrame:
+    """Per-second rate of a counter between scrapes (resets clipped to 0), one column per `by` value."""
+    totals = _totals(metrics, name, by).fillna(0.0)
+    if len(totals) < 2:
+        return pd.DataFrame()
+    dt = np.diff(totals.index.to_numpy())
+    rates = totals.diff().iloc[1:].clip(lower=0.0).div(dt, axis=0)
+    return rates
+
+
+def histogram_means(metrics: pd.DataFrame, base: str, scale: float = 1.0) -> pd.Series:
+    """Mean observation per scrape interval (delta sum / delta count, times `scale`); NaN when idle."""
+    sums, counts = _totals(metrics, f"{base}_sum"), _totals(metrics, f"{base}_count")
+    if len(sums) < 2 or counts.empty:
+        return pd.Series(dtype="float64")
+    d_sum = sums["total"].diff().iloc[1:].clip(lower=0.0)
+    d_count = counts["total"].reindex(sums.index).diff().iloc[1:].clip(lower=0.0)
+    return (d_sum / d_count.where(d_count > 0)) * scale
+
+
+def histogram_counts(metrics: pd.DataFrame, base: str) -> pd.Series:
+    """Observations per bucket over the run (last scrape minus first), indexed by upper bound `le`."""
+    totals = _totals(metrics, f"{base}_bucket", "le")
+    if len(totals) < 2:
+        return pd.Series(dtype="float64")
+    grown = (totals.iloc[-1] - totals.iloc[0]).clip(lower=0.0)
+    grown.index = grown.index.map(lambda le: float("inf") if le == "+Inf" else float(le))
+    cumulative = grown.sort_index()
+    return cumulative.diff().fillna(cumulative).clip(lower=0.0)

@@ -1,0 +1,108 @@
+"""Fault injection on real processes: the target dies or loses a worker in the middle of a run."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.rawserver import RawServer, respond_forever
+from tests.test_cli_e2e import ROOT, SMOKE, assert_all_gone
+
+pytestmark = pytest.mark.e2e
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+def start_harness(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "harness", "run", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_rows(samples: Path, rows: int = 50, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if samples.exists() and samples.read_text().count("\n") > rows:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the run never started sending")
+
+
+def external_scenario(tmp_path: Path, on_down: str) -> Path:
+    path = tmp_path / "ext.yaml"
+    path.write_text("# external target\nname: ext\n"
+                    f"target: {{endpoint: /x, timeout: 1s, on_down: {on_down}}}\n"
+                    "load: {model: closed, start: 2, stages: [{duration: 6s, target: 2}]}\n")
+    return path
+
+
+def test_whole_target_dies_run_stops_with_reason_and_exit_3(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    server = RawServer(respond_forever(OK)).__enter__()
+    proc = start_harness(str(external_scenario(tmp_path, "stop")), "--url", f"http://127.0.0.1:{server.port}",
+                         "--out", str(out), "--quiet")
+    try:
+        wait_for_rows(out / "samples-0.csv")
+        server.__exit__(None, None, None)  # the whole target goes away
+        died = time.monotonic()
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 3, stderr
+    assert time.monotonic() - died < 6  # noticed within ~2 s, then in-flight requests wrap up
+    summary = json.loads((out / "summary.json").read_text())
+    assert not summary["valid"] and summary["partial"]
+    assert any("stopped accepting connections" in r for r in summary["invalid_reasons"])
+    assert summary["duration_s"] < 6
+    acc = summary["accounting"]
+    assert acc["planned"] == acc["completed"] + acc["failed"] + acc["timed_out"] + acc["not_sent"]
+
+
+def test_target_down_with_continue_runs_to_the_end_and_counts_errors(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    server = RawServer(respond_forever(OK)).__enter__()
+    proc = start_harness(str(external_scenario(tmp_path, "continue")), "--url",
+                         f"http://127.0.0.1:{server.port}", "--out", str(out), "--quiet")
+    try:
+        wait_for_rows(out / "samples-0.csv")
+        server.__exit__(None, None, None)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    summary = json.loads((out / "summary.json").read_text())
+    assert proc.returncode == 0, stderr  # no thresholds: errors alone do not fail the run
+    assert summary["errors"] > 0 and set(summary["errors_by_kind"]) <= {"connect", "reset", "closed"}
+    assert any("the load went on" in n for n in summary["notes"]) and summary["duration_s"] == 6
+
+
+def test_one_gunicorn_worker_killed_mid_run(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = start_harness(str(SMOKE), "--out", str(out), "--quiet", "--set", "load.stages[1].duration=6s",
+                         "--set", "target.server={model: linear, workers: 2, worker_class: sync}")
+    try:
+        wait_for_rows(out / "samples-0.csv", rows=200)
+        workers = [int(p) for p in re.findall(r"Booting worker with pid: (\d+)", (out / "server.log").read_text())]
+        os.kill(workers[0], signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode in (0, 1), stderr  # completes; a failed request may trip error_rate
+    summary = json.loads((out / "summary.json").read_text())
+    assert not summary["partial"] and summary["valid"]
+    acc = summary["accounting"]
+    assert acc["planned"] == acc["completed"] + acc["failed"] + acc["timed_out"] + acc["not_sent"]
+    log = (out / "server.log").read_text()
+    booted = [int(p) for p in re.findall(r"Booting worker with pid: (\d+)", log)]
+    assert len(booted) == 3, log  # the master replaced the dead worker
+    seen = {int(line.split(",")[2]) for line in (out / "resources.csv").read_text().splitlines()[1:]
+            if line.split(",")[1] == "server_worker"}
+    assert booted[-1] in seen  # the respawned worker shows up in the resource series
+    assert_all_gone(out)
