@@ -106,3 +106,30 @@ def test_one_gunicorn_worker_killed_mid_run(tmp_path: Path) -> None:
             if line.split(",")[1] == "server_worker"}
     assert booted[-1] in seen  # the respawned worker shows up in the resource series
     assert_all_gone(out)
+
+
+def test_every_request_hangs_timeouts_fire_and_the_run_ends_on_time(tmp_path: Path) -> None:
+    def hang(sock) -> None:  # type: ignore[no-untyped-def]
+        from tests.rawserver import read_request
+
+        read_request(sock)
+        time.sleep(30)
+
+    path = tmp_path / "hang.yaml"
+    path.write_text("# hanging target\nname: hang\ntarget: {endpoint: /x, timeout: 1s}\n"
+                    "load: {model: closed, start: 3, stages: [{duration: 4s, target: 3}]}\n")
+    out = tmp_path / "run"
+    with RawServer(hang) as server:
+        started = time.monotonic()
+        proc = start_harness(str(path), "--url", f"http://127.0.0.1:{server.port}", "--out", str(out), "--quiet")
+        try:
+            wait_for_rows(out / "samples-0.csv", rows=0)
+            proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        elapsed = time.monotonic() - started
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["errors_by_kind"] == {"timeout": summary["requests"]} and summary["requests"] >= 9
+    assert summary["accounting"]["timed_out"] == summary["accounting"]["planned"]
+    assert elapsed < 4 + 1 + 8  # planned 4 s + one timeout + start-up and teardown
