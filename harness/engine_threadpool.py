@@ -24,11 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from harness.http_client import Connection, RequestFailed, parse_server_timing
+from harness.http_client import CONNECT, Connection, RequestFailed, parse_server_timing
 from harness.plan import LoadPlan
 from harness.samples import HTTP_ERROR, NOT_SENT, SampleWriter
 
 PROGRESS_INTERVAL = 1.0
+# A closed-model user whose connection was refused waits this long before trying again: the
+# request never reached the server, so the pause changes nothing it sees, and a dead target
+# does not turn the generator into a busy loop of refused connects.
+REFUSED_BACKOFF = 0.01
 LATENCY_WINDOW = 4096
 
 
@@ -98,8 +102,10 @@ class _Generator:
         self._stage_span = (lo, hi, stage)  # one tuple: threads never see a torn update
         return stage
 
-    def _send(self, conn: Connection, raw: bytes, intended: float) -> None:
-        """Send one request and append its row (the hot path: kept lean on purpose)."""
+    def _send(self, conn: Connection, raw: bytes, intended: float) -> bool:
+        """Send one request and append its row (the hot path: kept lean on purpose).
+
+        Returns True when the connection was refused (the request never reached the server)."""
         t0 = self.t0
         counters = self.counters
         self.in_flight += 1
@@ -111,7 +117,9 @@ class _Generator:
             row = (intended, start - t0, end - t0, 0, exc.kind, 0, self._stage_of(intended),
                    self.spec.gen, None, None)
             counters.errors += 1
+            refused = exc.kind == CONNECT
         else:
+            refused = False
             end = time.monotonic()
             status = response.status
             if status >= 400:
@@ -120,12 +128,16 @@ class _Generator:
             else:
                 error = ""
             timing = parse_server_timing(response.server_timing) if response.server_timing else None
-            row = (intended, start - t0, end - t0, status, error, response.body_bytes, self._stage_of(intended),
+            lo, hi, stage = self._stage_span
+            if not lo <= intended < hi:
+                stage = self._stage_of(intended)
+            row = (intended, start - t0, end - t0, status, error, response.body_bytes, stage,
                    self.spec.gen, timing[0] if timing else None, timing[1] if timing else None)
         self.in_flight -= 1
         self.writer.append(row)
         counters.sent += 1
         counters.latencies.append(end - t0 - intended)
+        return refused
 
     # closed model --------------------------------------------------------------------------
     def closed_user(self, user: int) -> None:
@@ -141,7 +153,8 @@ class _Generator:
             while not self.stop.is_set():
                 now = time.monotonic() - self.t0
                 if now < active_until:
-                    self._send(conn, raws[i % len(raws)], now)
+                    if self._send(conn, raws[i % len(raws)], now):
+                        self.stop.wait(REFUSED_BACKOFF)
                     i += 1
                     continue
                 if now >= duration:
@@ -155,7 +168,8 @@ class _Generator:
                     self.stop.wait(min(max(wake - now, 0.0), 1.0))
                     continue
                 active_until = _surely_active_until(plan, user, now)
-                self._send(conn, raws[i % len(raws)], now)
+                if self._send(conn, raws[i % len(raws)], now):
+                    self.stop.wait(REFUSED_BACKOFF)
                 i += 1
         finally:
             conn.close()

@@ -36,9 +36,6 @@ def server_timing(queue_s: float, infer_s: float, total_s: float) -> str:
 
 def create_app(config: ServerConfig | None = None) -> Flask:
     config = config or ServerConfig()
-    import os, sys
-    if os.environ.get("XSWITCH"):
-        sys.setswitchinterval(float(os.environ["XSWITCH"]))
     spec = REGISTRY[config.model]
     if spec.uses_torch:
         torch.set_num_threads(config.resolved_torch_threads)

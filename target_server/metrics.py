@@ -37,10 +37,24 @@ def exposition() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
+_REQUEST_CHILDREN: dict[tuple[str, int], tuple] = {}
+
+
+def _children(endpoint: str, status: int) -> tuple:
+    """The labelled counter and histogram of one (endpoint, status), looked up once per worker."""
+    key = (endpoint, status)
+    found = _REQUEST_CHILDREN.get(key)
+    if found is None:
+        found = (REQUESTS.labels(endpoint, str(status)), REQUEST_SECONDS.labels(endpoint))
+        _REQUEST_CHILDREN[key] = found
+    return found
+
+
 def observe(endpoint: str, status: int, total_s: float, queue_s: float | None = None,
             infer_s: float | None = None, batch_rows: int | None = None) -> None:
-    REQUESTS.labels(endpoint, str(status)).inc()
-    REQUEST_SECONDS.labels(endpoint).observe(total_s)
+    counter, latency = _children(endpoint, status)
+    counter.inc()
+    latency.observe(total_s)
     if infer_s is not None:
         QUEUE_SECONDS.observe(queue_s or 0.0)
         COMPUTE_SECONDS.observe(infer_s)

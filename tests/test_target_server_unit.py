@@ -197,23 +197,39 @@ def test_server_timing_on_every_inference_response(linear, small_limits):
 
 
 def test_overloaded_batch_queue_answers_503_with_retry_after():
-    client = make_client(model="sleep", sleep_ms=400, worker_class="gthread", threads=4,
-                         max_batch=4, max_wait_ms=0, queue_limit=1)
+    app = make_app(model="noop", worker_class="gthread", threads=4, max_batch=4, max_wait_ms=0,
+                   queue_limit=1)
+    client = app.test_client()
+    batcher = app.extensions["target_server"]["strategy"].batcher
+    entered, release = threading.Event(), threading.Event()
+    forward = batcher._forward
+
+    def gated(matrix):
+        entered.set()
+        release.wait(10)
+        return forward(matrix)
+
+    batcher._forward = gated
     results = {}
 
     def call(key):
         results[key] = post(client, "/predict", {"inputs": ARTICLE_INPUT})
 
-    first = threading.Thread(target=call, args=("first",))
-    first.start()
-    time.sleep(0.15)  # the first request is in its 400 ms forward
-    second = threading.Thread(target=call, args=("second",))
-    second.start()
-    time.sleep(0.1)  # the second waits in the queue (limit 1)
-    third = post(client, "/predict", {"inputs": ARTICLE_INPUT})
-    first.join()
-    second.join()
-    assert_error(third, 503)
+    threads = [threading.Thread(target=call, args=(key,)) for key in ("first", "second")]
+    try:
+        threads[0].start()
+        assert entered.wait(10)  # the first request is in its forward
+        threads[1].start()
+        deadline = time.monotonic() + 10
+        while batcher.depth < 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert batcher.depth == 1  # the second waits in the queue (limit 1)
+        third = post(client, "/predict", {"inputs": ARTICLE_INPUT})
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(10)
+    assert "full" in assert_error(third, 503)
     assert third.headers["Retry-After"].isdigit()
     _timing(third)
     assert results["first"].status_code == 200 and results["second"].status_code == 200
@@ -457,6 +473,7 @@ class _Evil:
         return (os.system, (f"touch {os.environ['EVIL_MARKER']}",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_arbitrary_pickle_is_refused(tmp_path, monkeypatch):
     marker = tmp_path / "pwned"
     monkeypatch.setenv("EVIL_MARKER", str(marker))
@@ -587,7 +604,7 @@ def test_lone_request_does_not_wait_max_wait(batchers, announced):
         t0 = time.perf_counter()
         result = batcher.submit_parsed(lambda: _row(i)) if announced else batcher.submit(_row(i))
         elapsed = time.perf_counter() - t0
-        assert elapsed < 0.1, f"a lone request took {elapsed * 1e3:.0f} ms (max_wait 500 ms)"
+        assert elapsed < 0.25, f"a lone request took {elapsed * 1e3:.0f} ms (max_wait 500 ms)"
         assert result.batch_rows == 1 and result.outputs[0, 0] == 2.0 * i
 
 
