@@ -21,8 +21,8 @@ import gevent
 from locust import FastHttpUser, LoadTestShape, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
-from harness.samples import SampleWriter
-from plan_bridge import PARENT_ENV, Bridge, Clock, not_sent_row, response_row, shift
+from harness.samples import SampleWriter, format_row
+from plan_bridge import PARENT_ENV, Bridge, Clock, RelayedSamples, not_sent_row, response_row, shift
 
 BRIDGE = Bridge.from_environment()
 PLAN = BRIDGE.load_plan()
@@ -130,6 +130,8 @@ def on_init(environment: Any, **_: Any) -> None:
     STATE["runner"] = environment.runner
     if isinstance(environment.runner, MasterRunner):
         environment.runner.register_message("harness_samples", on_worker_rows)
+    if isinstance(environment.runner, WorkerRunner):
+        environment.runner.register_message("harness_clock", on_master_clock)
     if os.environ.get(PARENT_ENV):
         gevent.spawn(exit_with_parent, environment, int(os.environ[PARENT_ENV]))
 
@@ -152,9 +154,10 @@ def on_test_start(environment: Any, **_: Any) -> None:
         STATE["gen"] = max(runner.worker_index, 0)
         gevent.spawn(relay_rows, runner)
     elif BRIDGE.run_dir:
-        STATE["master_wall"] = CLOCK.wall
         Path(BRIDGE.run_dir, "locust-clock.json").write_text(json.dumps({"t0": CLOCK.mono}))
-        if not isinstance(runner, MasterRunner):
+        if isinstance(runner, MasterRunner):
+            runner.send_message("harness_clock", {"wall": CLOCK.wall})  # before the spawn messages
+        else:
             STATE["writer"] = SampleWriter(Path(BRIDGE.run_dir) / "samples-0.csv")
     if PLAN is not None and BRIDGE.mode == "open":
         parts = BRIDGE.workers if isinstance(runner, WorkerRunner) else 1
@@ -167,22 +170,33 @@ def relay_rows(runner: WorkerRunner) -> None:
         flush_to_master(runner)
 
 
+def on_master_clock(environment: Any, msg: Any, **_: Any) -> None:
+    STATE["master_wall"] = msg.data["wall"]
+
+
 def flush_to_master(runner: WorkerRunner) -> None:
-    rows, STATE["rows"] = STATE["rows"], []
-    runner.send_message("harness_samples", {"gen": STATE["gen"], "wall": CLOCK.wall, "rows": rows,
-                                            "pending": STATE["pending"], "exhausted": STATE["exhausted"]})
+    """Rows go to the master as ready-made CSV lines on its timeline: the master only writes them.
+
+    Until the master's clock message has arrived, rows wait here."""
+    text = ""
+    if STATE["master_wall"]:
+        rows, STATE["rows"] = STATE["rows"], []
+        offset = CLOCK.wall - STATE["master_wall"]
+        text = "".join(format_row(shift(row, offset)) for row in rows)
+    runner.send_message("harness_samples", {"gen": STATE["gen"], "text": text, "pending": STATE["pending"],
+                                            "exhausted": STATE["exhausted"]})
 
 
 def on_worker_rows(environment: Any, msg: Any, **_: Any) -> None:
     data = msg.data
     gen = int(data["gen"])
-    writer = STATE["writers"].get(gen)
-    if writer is None and BRIDGE.run_dir:
-        writer = STATE["writers"][gen] = SampleWriter(Path(BRIDGE.run_dir) / f"samples-{gen}.csv")
     STATE["worker_pending"][gen] = (data["pending"], data["exhausted"])
-    offset = data["wall"] - STATE["master_wall"]
-    for row in data["rows"]:
-        writer.append(shift(tuple(row), offset))
+    if not BRIDGE.run_dir:
+        return
+    relayed = STATE["writers"].get(gen)
+    if relayed is None:
+        relayed = STATE["writers"][gen] = RelayedSamples(Path(BRIDGE.run_dir) / f"samples-{gen}.csv")
+    relayed.write(data["text"])
 
 
 @events.test_stop.add_listener

@@ -17,7 +17,7 @@ from typing import Any
 
 from harness.http_client import parse_server_timing
 from harness.plan import LoadPlan
-from harness.samples import HTTP_ERROR, NOT_SENT
+from harness.samples import HEADER, HTTP_ERROR, NOT_SENT
 
 PLAN_ENV = "HARNESS_LOCUST_PLAN"
 PARENT_ENV = "HARNESS_PARENT_PID"  # set only on Locust processes the harness starts itself
@@ -113,3 +113,18 @@ def shift(row: tuple, offset: float) -> tuple:
     intended, start, end, *rest = row
     return (intended + offset, None if start is None else start + offset,
             None if end is None else end + offset, *rest)
+
+
+class RelayedSamples:
+    """A worker's sample file on the master: whole CSV lines as they arrive, one write each."""
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.write(self._fd, HEADER.encode())
+
+    def write(self, text: str) -> None:
+        if text:
+            os.write(self._fd, text.encode())
+
+    def close(self) -> None:
+        os.close(self._fd)
