@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from harness.http_client import CONNECT, Connection, RequestFailed, parse_server_timing
+from harness.http_client import CONNECT, Connection, RequestFailed
 from harness.plan import LoadPlan
 from harness.samples import HTTP_ERROR, NOT_SENT, SampleWriter
 
@@ -127,12 +127,12 @@ class _Generator:
                 counters.errors += 1
             else:
                 error = ""
-            timing = parse_server_timing(response.server_timing) if response.server_timing else None
             lo, hi, stage = self._stage_span
             if not lo <= intended < hi:
                 stage = self._stage_of(intended)
+            # Server-Timing travels raw: the writer thread parses it (harness.samples.format_row)
             row = (intended, start - t0, end - t0, status, error, response.body_bytes, stage,
-                   self.spec.gen, timing[0] if timing else None, timing[1] if timing else None)
+                   self.spec.gen, response.server_timing, None)
         self.in_flight -= 1
         self.writer.append(row)
         counters.sent += 1

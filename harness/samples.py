@@ -12,13 +12,18 @@ import threading
 from collections import deque
 from pathlib import Path
 
+from harness.http_client import parse_server_timing
+
 COLUMNS = ["intended", "start", "end", "status", "error", "bytes", "stage", "gen", "srv_queue_ms",
            "srv_infer_ms"]
 HEADER = ",".join(COLUMNS) + "\n"
 NOT_SENT = "not_sent"
 HTTP_ERROR = "http"
+FLUSH_CHUNK = 256  # rows formatted per write()
 
 # (intended, start|None, end|None, status, error, bytes, stage, gen, srv_queue_ms|None, srv_infer_ms|None)
+# A request thread may leave the raw Server-Timing header value (bytes) in place of srv_queue_ms,
+# with srv_infer_ms None: it is parsed here, by the writer thread, off the request path.
 Row = tuple
 
 
@@ -31,6 +36,11 @@ def format_row(row: Row) -> str:
         return f"{intended:.6f},,,0,{error},0,{stage},{gen},,\n"
     if q is None and inf is None:
         return _PLAIN % (intended, start, end, status, error, size, stage, gen)
+    if isinstance(q, bytes):
+        parsed = parse_server_timing(q)
+        if parsed is None:
+            return _PLAIN % (intended, start, end, status, error, size, stage, gen)
+        q, inf = parsed
     return (f"{intended:.6f},{start:.6f},{end:.6f},{status},{error},{size},{stage},{gen},"
             f"{'' if q is None else f'{q:.3f}'},{'' if inf is None else f'{inf:.3f}'}\n")
 
@@ -43,13 +53,15 @@ class SampleWriter:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.write(self._fd, HEADER.encode())
         self._rows: deque[Row] = deque()
+        # append(row) is deque.append itself: atomic, and no Python frame on the request path
+        self.append = self._rows.append
         self._interval = flush_interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sample-writer", daemon=True)
         self._thread.start()
         self.written = 0
 
-    def append(self, row: Row) -> None:
+    def append(self, row: Row) -> None:  # replaced per instance by deque.append (see __init__)
         self._rows.append(row)
 
     def _run(self) -> None:
@@ -57,11 +69,13 @@ class SampleWriter:
             self.flush()
 
     def flush(self) -> None:
+        """Write every queued row, FLUSH_CHUNK lines per write(): each write releases the GIL, so
+        request threads waiting for it are not held up by a long batch."""
         rows = self._rows
-        lines = []
         while rows:
-            lines.append(format_row(rows.popleft()))
-        if lines:
+            lines = []
+            while rows and len(lines) < FLUSH_CHUNK:
+                lines.append(format_row(rows.popleft()))
             os.write(self._fd, "".join(lines).encode())
             self.written += len(lines)
 
