@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from harness.durations import parse_duration
-from harness.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, UserError
+from harness.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_INVALID_RUN, UserError
 
 EPILOG = """exit codes: 0 passed, 1 a threshold failed, 2 bad usage or input,
 3 run invalid or target unusable, 130 interrupted (partial results kept)"""
@@ -54,7 +56,100 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("-o", "--output", type=Path,
                          help="HTML file to write (default: reports/compare-<timestamp>.html); "
                               "the CSV goes next to it")
+    check = sub.add_parser("check", help="regression gate: compare a run with a baseline, exit 1 on regression",
+                           epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    check.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
+                       help="the run folder(s) to judge (repeats are pooled)")
+    check.add_argument("--baseline", action="append", type=Path, required=True,
+                       help="baseline run folder or summary.json (repeatable: repeats are pooled)")
+    check.add_argument("--check", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a tolerance of the scenario's check: block, e.g. p95_may_rise=15%%")
+    check.add_argument("--calibration", type=Path, help="calibration run measured in this job (normalises)")
+    check.add_argument("--baseline-calibration", type=Path, help="calibration run measured with the baseline")
+    check.add_argument("--junit", type=Path, help="write the verdict as JUnit XML")
+    check.add_argument("--json", type=Path, help="write the verdict as JSON")
+    sweep = sub.add_parser("sweep", help="run every combination of a scenario's sweep: matrix and rank them",
+                           epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sweep.add_argument("scenario", help="scenario YAML file with a sweep: block, e.g. scenarios/sweep-mlp-serving.yaml")
+    sweep.add_argument("--out", type=Path, help="sweep folder (default: reports/sweep-<name>; rerunning resumes)")
+    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one scenario value for every combination (repeatable)")
+    capacity = sub.add_parser("capacity", help="find the highest arrival rate meeting the scenario's capacity SLO",
+                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    capacity.add_argument("scenario", help="scenario YAML file with a capacity: block")
+    capacity.add_argument("--out", type=Path, help="capacity folder (default: reports/capacity-<name>-<timestamp>)")
+    capacity.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                          help="override one scenario value (repeatable)")
     return parser
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from harness.runner import REPORTS_DIR
+    from harness.scenario import load_scenario
+    from harness.sweep import print_ranking, run_sweep
+
+    scenario, path = load_scenario(Path(args.scenario), args.overrides)
+    sweep_dir = args.out or REPORTS_DIR / f"sweep-{scenario.name}"
+
+    def measure(one: Any, one_path: Path, folder: Path) -> dict[str, Any]:
+        if one.capacity is not None:
+            from harness.capacity import search_capacity
+
+            return search_capacity(one_path, args.overrides + [f"target.server={_json(one.target.server)}"],
+                                   folder, _probe)
+        return _probe(one, one_path, folder)
+
+    code, doc = run_sweep(path, args.overrides, sweep_dir, measure)
+    if doc:
+        print_ranking(doc)
+        print(f"sweep folder: {sweep_dir}")
+        if "page" in doc:
+            print(f"comparison: {doc['page']}")
+    return code
+
+
+def _json(settings: Any) -> str:
+    import json
+
+    return json.dumps(settings.model_dump())
+
+
+def _probe(scenario: Any, path: Path, run_dir: Path) -> dict[str, Any]:
+    from harness.runner import Run
+
+    return Run(scenario, path, run_dir, quiet=True).execute()
+
+
+def cmd_capacity(args: argparse.Namespace) -> int:
+    from harness.capacity import search_capacity
+    from harness.runner import REPORTS_DIR
+    from harness.scenario import load_scenario
+
+    scenario, path = load_scenario(Path(args.scenario), args.overrides)
+    folder = args.out or REPORTS_DIR / f"capacity-{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(f"capacity search: {scenario.name}; folder {folder}")
+    result = search_capacity(path, args.overrides, folder, _probe)
+    if result["interrupted"]:
+        return EXIT_INTERRUPTED
+    if result["capacity_rps"] is not None:
+        uncertainty = f" ({result['uncertainty']})" if result["uncertainty"] else ""
+        print(f"capacity: {result['capacity_rps']:.6g} req/s{uncertainty}")
+    for note in result["notes"]:
+        print(f"note: {note}")
+    if "page" in result:
+        print(f"chart: {result['page']}")
+    return 0 if result["capacity_rps"] is not None else EXIT_INVALID_RUN
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from harness.gate import format_table, run_check, write_outputs
+
+    verdict = run_check(args.run_dirs, args.baseline, args.overrides, args.calibration,
+                        args.baseline_calibration)
+    print(format_table(verdict))
+    for path in write_outputs(verdict, args.junit, args.json):
+        print(f"wrote {path}")
+    return int(verdict["exit_code"])
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -173,6 +268,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_report(args)
         if args.command == "compare":
             return cmd_compare(args)
+        if args.command == "check":
+            return cmd_check(args)
+        if args.command == "sweep":
+            return cmd_sweep(args)
+        if args.command == "capacity":
+            return cmd_capacity(args)
         return cmd_validate(args)
     except UserError as exc:
         for message in exc.messages:

@@ -139,7 +139,7 @@ def html_table(frame: pd.DataFrame) -> str:
     return table(header, rows)
 
 
-def render(analyses: list[RunAnalysis], frame: pd.DataFrame, csv_name: str) -> str:
+def render(analyses: list[RunAnalysis], frame: pd.DataFrame, csv_name: str, intro_html: str = "") -> str:
     labels = list(frame["label"])
     headline, lines = verdict(frame)
     invalid = [lab for lab, ok in zip(labels, frame["valid"]) if not ok]
@@ -159,7 +159,7 @@ def render(analyses: list[RunAnalysis], frame: pd.DataFrame, csv_name: str) -> s
         + "".join(f"<li>{esc(x)}</li>" for x in lines) + "</ul>" + (f"<h3>Caveats</h3><ul class='tight'>{warnings}</ul>" if warnings else "")
         + f"<p class='note'>Differences under {TIE:.0%} count as ties. Green: better than the baseline, "
           "red: worse; in brackets the difference and the ratio to the baseline.</p></div>"
-        + "<h2>Key figures</h2>" + html_table(frame)
+        + intro_html + "<h2>Key figures</h2>" + html_table(frame)
         + "<h2>Latency vs throughput</h2>" + image(compare_charts.latency_throughput(analyses, labels), "curves")
         + "<h2>Percentiles and throughput per run</h2>" + image(compare_charts.bars(frame), "bars")
         + "<h2>Timelines</h2>" + image(compare_charts.timelines(analyses, labels), "timelines")
@@ -171,8 +171,9 @@ def render(analyses: list[RunAnalysis], frame: pd.DataFrame, csv_name: str) -> s
     return page("Comparison: " + " vs ".join(labels), body)
 
 
-def write_comparison(run_dirs: list[Path], output: Path | None) -> tuple[Path, Path, str]:
-    """Analyse every run, write the HTML page and the CSV next to it; returns both paths and the verdict."""
+def write_comparison(run_dirs: list[Path], output: Path | None, intro_html: str = "") -> tuple[Path, Path, str]:
+    """Analyse every run, write the HTML page (with `intro_html` above the table) and the CSV next to it;
+    returns both paths and the verdict."""
     analyses = [analyse_run(d) for d in run_dirs]
     labels = run_labels(analyses)
     frame = comparison_table([figures(ra, label) for ra, label in zip(analyses, labels)])
@@ -183,7 +184,7 @@ def write_comparison(run_dirs: list[Path], output: Path | None) -> tuple[Path, P
         output.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(csv_path, index=False, float_format="%.6g")
         tmp = output.with_name(output.name + ".tmp")
-        tmp.write_text(render(analyses, frame, csv_path.name), encoding="utf-8")
+        tmp.write_text(render(analyses, frame, csv_path.name, intro_html), encoding="utf-8")
         os.replace(tmp, output)
     except OSError as exc:
         raise UserError(f"cannot write {output}: {exc.strerror or exc}") from None

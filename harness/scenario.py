@@ -179,12 +179,99 @@ class LocustOptions(Strict):
         return self
 
 
+class Fraction(float):
+    """A relative tolerance: `10%` or a plain fraction such as 0.1."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, _source: Any, _handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_plain_validator_function(parse_fraction)
+
+
+def parse_fraction(value: Any) -> float:
+    text = str(value).strip()
+    try:
+        number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ValueError(f"write a tolerance as 10% or 0.1, got {value!r}") from None
+    if not 0 <= number < 10:
+        raise ValueError(f"a tolerance must be between 0% and 1000%, got {value!r}")
+    return number
+
+
+class Check(Strict):
+    """Tolerances of `python -m harness check` (regression gate against a baseline run)."""
+
+    p50_may_rise: Fraction | None = None
+    p95_may_rise: Fraction | None = Fraction(0.10)
+    p99_may_rise: Fraction | None = None
+    rps_may_fall: Fraction | None = Fraction(0.05)
+    error_rate_may_rise: float = Field(0.001, ge=0, le=1)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    window: Duration = Duration(1.0)
+
+
 def _check_threshold(text: str) -> str:
     parse_threshold(text)
     return text
 
 
 ThresholdText = Annotated[str, AfterValidator(_check_threshold)]
+
+
+class Capacity(Strict):
+    """Capacity search: the highest open-model arrival rate at which every `slo` threshold holds."""
+
+    slo: list[ThresholdText] = Field(min_length=1)
+    start: float = Field(50.0, gt=0)  # first probe's rate (req/s)
+    max_rate: float = Field(5000.0, gt=0)
+    precision: Fraction = Fraction(0.05)  # stop when the failing rate is within this of the passing one
+    probe: Duration = Duration(5.0)  # measured length of each probe
+    warmup: Duration = Duration(2.0)
+    arrival: Literal["constant", "poisson"] = "constant"
+    max_probes: int = Field(14, ge=2, le=100)
+
+    @model_validator(mode="after")
+    def sane(self) -> "Capacity":
+        if self.probe <= 0:
+            raise ValueError("probe must be longer than 0 s")
+        if self.start > self.max_rate:
+            raise ValueError(f"start ({self.start:g}) is above max_rate ({self.max_rate:g})")
+        if self.precision <= 0:
+            raise ValueError("precision must be above 0%")
+        return self
+
+
+RANK_FIGURES = ("ok_rps", "rps", "p50_ms", "p95_ms", "p99_ms")
+
+
+class Sweep(Strict):
+    """A matrix over bundled-server settings; `python -m harness sweep` runs every combination."""
+
+    server: dict[str, list[Any]] = Field(min_length=1)
+    rank_by: Literal[RANK_FIGURES] = "ok_rps"  # type: ignore[valid-type]
+
+    @field_validator("server")
+    @classmethod
+    def known_settings(cls, matrix: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        problems = []
+        for key, values in matrix.items():
+            if key not in ServerSettings.model_fields:
+                near = difflib.get_close_matches(key, ServerSettings.model_fields, n=1)
+                problems.append(f"{key}: not a server setting" + (f" (did you mean {near[0]!r}?)" if near else ""))
+            elif not values or len({repr(v) for v in values}) != len(values):
+                problems.append(f"{key}: give a list of distinct values, got {values!r}")
+            else:
+                for value in values:
+                    try:
+                        ServerSettings.model_validate({key: value})
+                    except ValidationError as exc:
+                        problems += [f"{key}: {value!r}: {format_error(e)}" for e in exc.errors()
+                                     if tuple(e["loc"]) == (key,)]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return matrix
 
 
 class Scenario(Strict):
@@ -196,6 +283,9 @@ class Scenario(Strict):
     generator: Generator = Field(default_factory=Generator)
     locust: LocustOptions = Field(default_factory=LocustOptions)
     thresholds: list[ThresholdText] = Field(default_factory=list)
+    check: Check = Field(default_factory=Check)
+    sweep: Sweep | None = None
+    capacity: Capacity | None = None
 
     @property
     def parsed_thresholds(self) -> list[Threshold]:

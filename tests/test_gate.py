@@ -1,0 +1,167 @@
+"""The regression gate on synthetic run folders: known regressions caught, equal runs pass, outputs."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from xml.etree import ElementTree
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from harness import gate, summary as summary_mod
+from harness.errors import UserError
+from harness.plan import LoadPlan
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fake_run(path: Path, *, latency_ms: float = 20.0, rps: float = 100.0, seconds: int = 20, seed: int = 0,
+             error_rate: float = 0.0, valid: bool = True, check: dict | None = None,
+             server: dict | None = None) -> Path:
+    """A run folder with noisy closed-model-like samples, its summary.json and scenario.yaml."""
+    rng = np.random.default_rng(seed)
+    n = int(rps * seconds)
+    intended = np.sort(rng.uniform(0, seconds, n))
+    latency = latency_ms * rng.lognormal(0, 0.15, n) / 1000
+    error = np.where(rng.random(n) < error_rate, "http", "")
+    df = pd.DataFrame({"intended": intended, "start": intended, "end": intended + latency,
+                       "status": np.where(error == "http", 500, 200), "error": error, "bytes": 20,
+                       "stage": 0, "gen": 0, "srv_queue_ms": "", "srv_infer_ms": ""})
+    path.mkdir(parents=True)
+    df.to_csv(path / "samples-0.csv", index=False)
+    meta = {"name": "fake", "engine": "threadpool", "load_model": "closed", "arrival": None,
+            "generator_processes": 1, "target": {"url": "http://127.0.0.1:1", "bundled": True,
+                                                 "endpoint": "/predict", "server": None, "server_settings": server}}
+    plan = LoadPlan.from_stages("closed", [(float(seconds), 4.0)], warmup=2.0)
+    summary = summary_mod.build(path, meta=meta, plan=plan, thresholds=[], max_in_flight=256,
+                                stopped_at=seconds, interrupted=False, reasons=[] if valid else ["generator saturated"])
+    summary_mod.write(path, summary)
+    stages = [{"duration": float(seconds), "target": 4.0}]
+    (path / "scenario.yaml").write_text(yaml.safe_dump({"name": "fake", "check": check or {},
+                                                        "load": {"model": "closed", "stages": stages, "warmup": 2.0}}))
+    return path
+
+
+def verdict_of(run: Path, base: Path, *overrides: str) -> dict:
+    return gate.run_check([run], [base], list(overrides))
+
+
+def test_equal_runs_pass(tmp_path: Path) -> None:
+    base = fake_run(tmp_path / "base", seed=1)
+    for seed in range(2, 7):
+        v = verdict_of(fake_run(tmp_path / f"run{seed}", seed=seed), base)
+        assert v["verdict"] == "pass", v
+        assert v["exit_code"] == 0
+
+
+def test_a_latency_regression_is_caught_and_named(tmp_path: Path) -> None:
+    base = fake_run(tmp_path / "base", seed=1)
+    v = verdict_of(fake_run(tmp_path / "run", seed=2, latency_ms=26.0), base)
+    assert v["verdict"] == "regression" and v["exit_code"] == 1
+    assert "p95" in v["regressions"] and "rps" not in v["regressions"]
+    p95 = next(r for r in v["metrics"] if r["metric"] == "p95")
+    assert p95["ci_low"] > 1.1 and p95["method"].startswith("bootstrap")
+
+
+def test_a_throughput_drop_and_an_error_rise_are_caught(tmp_path: Path) -> None:
+    base = fake_run(tmp_path / "base", seed=1)
+    v = verdict_of(fake_run(tmp_path / "slow", seed=2, rps=80.0), base)
+    assert v["regressions"] == ["rps"]
+    v = verdict_of(fake_run(tmp_path / "errors", seed=3, error_rate=0.05), base)
+    assert "error_rate" in v["regressions"]
+
+
+def test_a_change_within_the_tolerance_passes_and_tolerances_come_from_the_scenario(tmp_path: Path) -> None:
+    base = fake_run(tmp_path / "base", seed=1)
+    assert verdict_of(fake_run(tmp_path / "a", seed=2, latency_ms=21.0), base)["verdict"] == "pass"
+    loose = fake_run(tmp_path / "b", seed=3, latency_ms=26.0, check={"p95_may_rise": "50%"})
+    assert verdict_of(loose, base)["verdict"] == "pass"
+    assert verdict_of(loose, base, "p95_may_rise=10%")["verdict"] == "regression"
+
+
+def test_an_improvement_is_reported_but_passes(tmp_path: Path) -> None:
+    base = fake_run(tmp_path / "base", seed=1)
+    v = verdict_of(fake_run(tmp_path / "fast", seed=2, latency_ms=12.0), base)
+    assert v["verdict"] == "pass"
+    assert {r["metric"]: r["status"] for r in v["metrics"]}["p95"] == "improved"
+
+
+def test_a_summary_only_baseline_falls_back_to_stored_figures_and_says_so(tmp_path: Path) -> None:
+    base = fake_run(tmp_path / "base", seed=1)
+    v = verdict_of(fake_run(tmp_path / "run", seed=2, latency_ms=30.0), base / "summary.json")
+    assert v["verdict"] == "regression"
+    assert all(r["method"] == "stored figure" for r in v["metrics"])
+    assert any("without a noise estimate" in n for n in v["notes"])
+
+
+def test_invalid_run_is_no_evidence_and_invalid_baseline_is_refused(tmp_path: Path) -> None:
+    base = fake_run(tmp_path / "base", seed=1)
+    bad = fake_run(tmp_path / "bad", seed=2, valid=False)
+    assert verdict_of(bad, base)["exit_code"] == 3
+    with pytest.raises(UserError) as err:
+        verdict_of(base, bad)
+    assert err.value.exit_code == 3
+
+
+def test_calibration_normalises_a_slower_machine(tmp_path: Path) -> None:
+    base = fake_run(tmp_path / "base", seed=1)
+    slow_machine = fake_run(tmp_path / "run", seed=2, latency_ms=30.0, rps=70.0)
+    cal_base = fake_run(tmp_path / "cal-base", seed=3, rps=200.0)
+    cal_run = fake_run(tmp_path / "cal-run", seed=4, rps=140.0)
+    assert gate.run_check([slow_machine], [base], [])["verdict"] == "regression"
+    v = gate.run_check([slow_machine], [base], [], cal_run, cal_base)
+    assert v["verdict"] == "pass", v
+    assert v["calibration_factor"] == pytest.approx(200 / 140, rel=0.05)
+
+
+def test_bad_tolerances_are_located() -> None:
+    with pytest.raises(UserError) as err:
+        gate.check_settings(Path("nowhere"), ["p95_may_rise=lots", "p96_may_rise=1%"])
+    text = " ".join(err.value.messages)
+    assert "check.p95_may_rise" in text and "check.p96_may_rise: unknown key" in text
+
+
+def test_cli_prints_the_table_and_writes_junit_and_json(tmp_path: Path) -> None:
+    base = fake_run(tmp_path / "base", seed=1)
+    run = fake_run(tmp_path / "run", seed=2, latency_ms=26.0)
+    junit, out = tmp_path / "gate.xml", tmp_path / "gate.json"
+    result = subprocess.run([sys.executable, "-m", "harness", "check", str(run), "--baseline", str(base),
+                             "--junit", str(junit), "--json", str(out)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert "p95 latency (ms)" in result.stdout and "REGRESSION" in result.stdout
+    suite = ElementTree.parse(junit).getroot().find("testsuite")
+    assert suite is not None and int(suite.get("failures")) >= 1
+    assert json.loads(out.read_text())["verdict"] == "regression"
+    missing = subprocess.run([sys.executable, "-m", "harness", "check", str(run), "--baseline",
+                              str(tmp_path / "nope")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+
+
+@pytest.mark.e2e
+def test_two_real_runs_a_doubled_sleep_is_a_regression(tmp_path: Path) -> None:
+    from tests.test_cli_e2e import assert_all_gone, harness
+
+    scenario = str(ROOT / "scenarios" / "gate-sleep.yaml")
+    short = ["--duration", "6s", "--quiet"]
+    base, slow = tmp_path / "base", tmp_path / "slow"
+    assert harness("run", scenario, "--out", str(base), *short).returncode == 0
+    assert harness("run", scenario, "--out", str(slow), *short, "--set", "target.server.sleep_ms=40").returncode == 0
+    result = harness("check", str(slow), "--baseline", str(base))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "REGRESSION" in result.stdout
+    assert harness("check", str(base), "--baseline", str(base)).returncode == 0
+    assert_all_gone(base)
+    assert_all_gone(slow)
+
+
+def test_the_committed_ci_baseline_is_a_small_valid_run_with_samples() -> None:
+    baseline = ROOT / "benchmarks" / "baselines" / "gate-sleep"
+    assert sum(f.stat().st_size for f in baseline.iterdir()) < 100_000
+    side = gate.load_side([baseline], 1.0)
+    assert side.summaries[0]["valid"] and side.windows is not None and len(side.windows) >= 5
+    assert gate.run_check([baseline], [baseline], [])["verdict"] == "pass"

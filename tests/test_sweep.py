@@ -1,0 +1,125 @@
+"""Sweeps: combinations and skips, resuming, ranking, the comparison page; one real two-combination sweep."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import sweep
+from harness.errors import UserError
+from harness.scenario import Scenario, load_scenario
+from tests.test_gate import fake_run
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIO = """
+name: tiny
+target:
+  server: {model: sleep, sleep_ms: 10, worker_class: gthread}
+load:
+  stages: [{duration: 2s, target: 4}]
+  warmup: 1s
+sweep:
+  server: {threads: [1, 4], workers: [1, 4], lock: [none, global], max_batch: [1, 8]}
+"""
+
+
+def write(tmp_path: Path, text: str = SCENARIO) -> Path:
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    return path
+
+
+class FakeMeasure:
+    """Writes a synthetic run folder whose throughput grows with threads; records the calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, scenario: Scenario, path: Path, folder: Path) -> dict[str, Any]:
+        settings = scenario.target.server.model_dump()
+        self.calls.append(settings)
+        folder.rmdir()
+        fake_run(folder, rps=50.0 * settings["threads"] * settings["workers"], seed=len(self.calls), server=settings)
+        return json.loads((folder / "summary.json").read_text())
+
+
+def test_invalid_and_oversubscribing_combinations_are_skipped_with_the_reason(tmp_path: Path) -> None:
+    scenario, _ = load_scenario(write(tmp_path))
+    combos = sweep.combinations(scenario, tmp_path / "out")
+    assert len(combos) == 16
+    reasons = {c.label: c.skip for c in combos}
+    assert "batcher already serialises" in reasons["threads=4 workers=1 lock=global max_batch=8"]
+    assert "dynamic batching needs" in reasons["threads=1 workers=1 lock=none max_batch=8"]
+    assert "oversubscribes the cores" in reasons["threads=4 workers=4 lock=none max_batch=1"]
+    assert reasons["threads=4 workers=1 lock=none max_batch=8"] is None
+
+
+def test_sweep_runs_ranks_writes_the_page_and_resumes(tmp_path: Path) -> None:
+    path, out, measure = write(tmp_path), tmp_path / "out", FakeMeasure()
+    lines: list[str] = []
+    code, doc = sweep.run_sweep(path, [], out, measure, say=lines.append)
+    assert code == 0
+    ran = len(measure.calls)
+    assert ran == 5  # t1w1 none/global, t4w1 none/global, t4w1 none batching
+    assert sum("skipped" in line for line in lines) == 16 - ran
+    assert doc["ranking"][0]["settings"]["threads"] == 4 and doc["ranking"][0]["rank"] == 1
+    assert "Winner: threads=4" in doc["winner"]
+    page = Path(doc["page"]).read_text()
+    assert "ranking by ok_rps" in page and "Skipped combinations" in page
+    assert json.loads((out / sweep.SWEEP_FILE).read_text())["winner"] == doc["winner"]
+    # resume: complete folders are kept, an incomplete one is run again
+    (Path(doc["ranking"][-1]["folder"]) / "summary.json").unlink()
+    again = FakeMeasure()
+    code, _ = sweep.run_sweep(path, [], out, again, say=lines.append)
+    assert code == 0 and len(again.calls) == 1
+
+
+def test_sweep_settings_are_checked_with_their_location(tmp_path: Path) -> None:
+    with pytest.raises(UserError) as err:
+        load_scenario(write(tmp_path, SCENARIO.replace("lock:", "lokc:")))
+    assert "sweep.server: lokc: not a server setting (did you mean 'lock'?)" in err.value.messages[0]
+    with pytest.raises(UserError):
+        sweep.combinations(load_scenario(ROOT / "scenarios" / "smoke.yaml")[0], tmp_path)
+
+
+@pytest.mark.e2e
+def test_a_real_two_combination_sweep(tmp_path: Path) -> None:
+    from tests.test_cli_e2e import assert_all_gone, harness
+
+    path = write(tmp_path, SCENARIO.replace(
+        "{threads: [1, 4], workers: [1, 4], lock: [none, global], max_batch: [1, 8]}", "{threads: [1, 4]}"))
+    result = harness("sweep", str(path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Winner: threads=4" in result.stdout
+    assert (tmp_path / "out" / "sweep.html").is_file()
+    for folder in (tmp_path / "out").glob("threads=*"):
+        assert_all_gone(folder)
+
+
+def test_with_capacity_configured_the_sweep_ranks_by_capacity(tmp_path: Path) -> None:
+    from harness.capacity import search_capacity
+    from tests.test_capacity import SCENARIO as CAPACITY, FakeTarget
+
+    path = write(tmp_path, CAPACITY + "sweep:\n  server: {threads: [2, 8, 4]}\n")
+
+    def measure(scenario: Scenario, one_path: Path, folder: Path) -> dict[str, Any]:
+        fake = FakeTarget(25.0 * scenario.target.server.threads)
+
+        def target(probe: Scenario, probe_path: Path, run_dir: Path) -> dict[str, Any]:
+            run_dir.rmdir()
+            fake_run(run_dir, rps=probe.load.stages[-1].target, server=probe.target.server.model_dump())
+            return fake(probe, probe_path, run_dir)
+
+        overrides = [f"target.server.threads={scenario.target.server.threads}"]
+        return search_capacity(one_path, overrides, folder, target, say=lambda _: None)
+
+    code, doc = sweep.run_sweep(path, [], tmp_path / "out", measure, say=lambda _: None)
+    assert code == 0 and doc["rank_by"] == "capacity"
+    assert [r["settings"]["threads"] for r in doc["ranking"]] == [8, 4, 2]
+    assert 200 * 0.97 <= doc["ranking"][0]["figure"] <= 200
+    assert "ranking by capacity" in Path(doc["page"]).read_text()
+    lines: list[str] = []
+    sweep.run_sweep(path, [], tmp_path / "out", measure, say=lines.append)
+    assert all("earlier run" in line for line in lines)
