@@ -134,8 +134,8 @@ def test_external_url_open_model_accounts_for_every_request(tmp_path: Path) -> N
 def test_ctrl_c_keeps_samples_writes_partial_summary_and_exits_130(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(SMOKE), "--out", str(out),
-                             "--set", "load.stages[1].duration=60s"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                             "--set", "load.stages[1].duration=60s", "--set", "load.warmup=0s"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
