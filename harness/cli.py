@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.durations import parse_duration
-from harness.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_INVALID_RUN, UserError
+from harness.errors import EXIT_INTERRUPTED, EXIT_INVALID_RUN, UserError
 
 EPILOG = """exit codes: 0 passed, 1 a threshold failed, 2 bad usage or input,
 3 run invalid or target unusable, 130 interrupted (partial results kept)"""
