@@ -133,3 +133,36 @@ def test_every_request_hangs_timeouts_fire_and_the_run_ends_on_time(tmp_path: Pa
     assert summary["errors_by_kind"] == {"timeout": summary["requests"]} and summary["requests"] >= 9
     assert summary["accounting"]["timed_out"] == summary["accounting"]["planned"]
     assert elapsed < 4 + 1 + 8  # planned 4 s + one timeout + start-up and teardown
+
+
+def test_two_runs_at_once_pick_their_own_ports_and_folders(tmp_path: Path) -> None:
+    outs = [tmp_path / "a", tmp_path / "b"]
+    procs = [start_harness(str(SMOKE), "--out", str(out), "--quiet") for out in outs]
+    try:
+        results = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], [r[1][-2000:] for r in results]
+    urls = {json.loads((out / "summary.json").read_text())["target"]["url"] for out in outs}
+    assert len(urls) == 2  # two bundled servers on two kernel-chosen ports
+    for out in outs:
+        assert_all_gone(out)
+
+
+def test_report_renders_after_the_samples_are_compressed(tmp_path: Path) -> None:
+    import gzip
+
+    out = tmp_path / "run"
+    proc = start_harness(str(SMOKE), "--out", str(out), "--quiet")
+    proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    for samples in out.glob("samples-*.csv"):
+        samples.with_suffix(".csv.gz").write_bytes(gzip.compress(samples.read_bytes()))
+        samples.unlink()
+    (out / "report.html").unlink()
+    result = subprocess.run([sys.executable, "-m", "harness", "report", str(out)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (out / "report.html").stat().st_size > 10_000
