@@ -23,21 +23,20 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_tools import Proc, wait_http  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
-URL_RE = re.compile(r"target_server listening on (http://\S+)")
 ARTICLE_BODY = json.dumps({"inputs": [[1.0, 2.0, 3.0]]})
 MLP_BODY = json.dumps({"inputs": [[round(((i * 37) % 101) / 50.0 - 1.0, 4) for i in range(256)]]})
 
@@ -66,47 +65,18 @@ def ensure_wrk() -> str:
     return path
 
 
-class Server:
-    """`python -m target_server --port 0 ...` in its own session; stop() ends the whole group."""
+class Server(Proc):
+    """`python -m target_server --port 0 ...` in its own session (bench_tools.Proc), plus its CPU time."""
 
     def __init__(self, name: str, argv: list[str]) -> None:
-        self.name = name
-        self.cmd = [sys.executable, "-m", "target_server", "--port", "0"] + argv
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TARGET_SERVER_")}
-        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-        env["PYTHONUNBUFFERED"] = "1"
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                     stderr=self.log, start_new_session=True)
-        self.url = ""
+        super().__init__(name, [sys.executable, "-m", "target_server", "--port", "0"] + argv)
+        self.base_url = ""
         self.banner = ""
 
     def wait_ready(self, timeout: float = 90.0) -> None:
-        found: list[str] = []
-
-        def read() -> None:
-            for raw in iter(self.proc.stdout.readline, b""):
-                line = raw.decode(errors="replace")
-                if not found and URL_RE.search(line):
-                    found.append(line.strip())
-
-        threading.Thread(target=read, daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            if found:
-                self.banner = found[0]
-                self.url = URL_RE.search(found[0]).group(1).rstrip("/")
-                try:
-                    with urllib.request.urlopen(self.url + "/v2/health/ready", timeout=2) as resp:
-                        if resp.status == 200:
-                            return
-                except OSError:
-                    pass
-            time.sleep(0.1)
-        self.log.seek(0)
-        raise RuntimeError(f"{self.name} did not become ready:\n{self.log.read().decode(errors='replace')}")
+        self.base_url = self.url(timeout)
+        self.banner = next(line for line in self.lines if self.base_url in line)
+        wait_http(self.base_url + "/v2/health/ready", timeout)
 
     def cpu_seconds(self) -> float:
         """User + system CPU of the master and its workers so far."""
@@ -118,18 +88,6 @@ class Server:
                     times = proc.cpu_times()
                     total += times.user + times.system
         return total
-
-    def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            pass
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # any straggler of the group
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)
 
 
 @dataclass
@@ -205,7 +163,7 @@ def write_lua(body: str, directory: str, name: str) -> str:
 
 def run_wrk(wrk: str, case: Case, lua: str, *, threads: int, duration: float, record: bool) -> Run:
     cmd = [wrk, f"-t{threads}", f"-c{case.connections}", f"-d{duration:g}s", "--latency", "-s", lua,
-           case.server.url + "/predict"]
+           case.server.base_url + "/predict"]
     case.command = " ".join(cmd)
     cpu0 = case.server.cpu_seconds()
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=duration + 60).stdout

@@ -57,14 +57,20 @@ def send(user: FastHttpUser, intended: float, i: int) -> None:
     record(response_row(intended, start, end, response, stage_at(intended), STATE["gen"]))
 
 
-class InferenceUser(FastHttpUser):
-    """Closed model: post the payload again as soon as the answer arrives."""
+class PlanUser(FastHttpUser):
+    """What both user classes share: no think time, the scenario's request timeout."""
 
-    abstract = BRIDGE.mode == "open"
+    abstract = True
     wait_time = constant(0)
     network_timeout = BRIDGE.timeout
     connection_timeout = BRIDGE.timeout
     count = 0
+
+
+class InferenceUser(PlanUser):
+    """Closed model: post the payload again as soon as the answer arrives."""
+
+    abstract = BRIDGE.mode == "open"
 
     @task
     def infer(self) -> None:
@@ -72,14 +78,10 @@ class InferenceUser(FastHttpUser):
         send(self, CLOCK.now(), InferenceUser.count)
 
 
-class ScheduledUser(FastHttpUser):
+class ScheduledUser(PlanUser):
     """Open model: each user claims the next planned arrival, waits for it, sends, repeats."""
 
     abstract = BRIDGE.mode != "open"
-    wait_time = constant(0)
-    network_timeout = BRIDGE.timeout
-    connection_timeout = BRIDGE.timeout
-    count = 0
 
     @task
     def fire(self) -> None:
