@@ -38,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("scenario", help="scenario YAML file (its target, payload and endpoint are used)")
     ui.add_argument("--out", type=Path, help="run folder for the samples (default: reports/<timestamp>-<name>-ui)")
     ui.add_argument("--url", help="use this already-running endpoint instead of the scenario's target")
-    ui.add_argument("--web-host", default="127.0.0.1", help="address of the web UI (0.0.0.0 exposes it)")
-    ui.add_argument("--web-port", type=int, default=8089, help="port of the web UI")
+    ui.add_argument("--web-host", default="127.0.0.1", help="address of the web UI (0.0.0.0 exposes it; HARNESS_WEB_AUTH=USER:PASSWORD in the environment requires that login)")
+    ui.add_argument("--web-port", type=int, default=None,
+                    help="port of the web UI (default: 8089, or any free port when 8089 is taken)")
     ui.add_argument("--workers", type=int, default=0, help="Locust worker processes (0 = one local process)")
     ui.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override one scenario value (repeatable)")
@@ -212,8 +213,14 @@ def _report_after_run(run_dir: Path) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from harness.recover import rebuild_summary
     from harness.report import write_report
+    from harness.summary import SUMMARY_FILE
 
+    if args.run_dir.is_dir() and not (args.run_dir / SUMMARY_FILE).exists():
+        rebuild_summary(args.run_dir)
+        print(f"{args.run_dir}: no summary.json (the run was killed?); rebuilt one from the samples, "
+              "marked partial", file=sys.stderr)
     print(f"report: {write_report(args.run_dir)}")
     return 0
 

@@ -20,6 +20,7 @@ from harness import summary as summary_mod
 from harness.engine_locust import LocustEngine
 from harness.engine_threadpool import GeneratorSpec, ThreadPoolEngine
 from harness.errors import EXIT_INTERRUPTED
+from harness.recover import write_meta
 from harness.monitor import ResourceMonitor, children_of
 from harness.payload import bodies, request_bytes
 from harness.plan import plan_from_scenario
@@ -126,6 +127,8 @@ class Run:
         headers = dict(scenario.target.headers)
         if self.server is not None and self.server.config.auth_token:
             headers.setdefault("Authorization", f"Bearer {self.server.config.auth_token}")
+        meta = self._meta(address)
+        write_meta(self.run_dir, meta)
         engine = self._engine(address, headers)
         monitor: ResourceMonitor | None = None
         scraper: MetricsScraper | None = None
@@ -156,7 +159,17 @@ class Run:
             if scraper is not None:
                 scraper.stop()
         self.failures += engine.reasons()
-        meta = {
+        result = summary_mod.build(self.run_dir, meta=meta, plan=plan, thresholds=scenario.parsed_thresholds,
+                                   max_in_flight=scenario.load.max_in_flight, stopped_at=stopped_at,
+                                   interrupted=self.interrupted, reasons=self.failures,
+                                   notes=self.notes)
+        summary_mod.write(self.run_dir, result)
+        return result
+
+    def _meta(self, address: Address) -> dict[str, Any]:
+        """What summary.json says about the run besides its figures (also kept in run.json)."""
+        scenario, plan = self.scenario, self.plan
+        return {
             "name": scenario.name, "scenario_file": str(self.scenario_path),
             "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "engine": scenario.engine, "load_model": plan.model,
@@ -169,12 +182,6 @@ class Run:
                        "server_settings": (scenario.target.server.model_dump(exclude={"auth_token"})
                                            if scenario.target.server else None)},
         }
-        result = summary_mod.build(self.run_dir, meta=meta, plan=plan, thresholds=scenario.parsed_thresholds,
-                                   max_in_flight=scenario.load.max_in_flight, stopped_at=stopped_at,
-                                   interrupted=self.interrupted, reasons=self.failures,
-                                   notes=self.notes)
-        summary_mod.write(self.run_dir, result)
-        return result
 
     def _generators(self) -> str:
         if self.scenario.engine == "locust":

@@ -6,6 +6,9 @@ a summary of what ran is written when the UI is stopped.
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -13,15 +16,59 @@ from typing import Any
 
 from harness import analysis, summary as summary_mod
 from harness.engine_locust import LocustProcesses, plan_document
-from harness.errors import EXIT_INTERRUPTED
+from harness.errors import EXIT_INTERRUPTED, UserError
 from harness.payload import bodies
 from harness.plan import LoadPlan, plan_from_scenario
 from harness.runner import Interrupted, Run, stop_signals
 from harness.scenario import Scenario
+from locustfiles.web_auth import WEB_AUTH_ENV, parse_credentials
+
+DEFAULT_WEB_PORT = 8089  # Locust's own default
 
 
-def serve_ui(scenario: Scenario, scenario_path: Path, run_dir: Path, *, web_host: str, web_port: int,
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return True
+
+
+def choose_web_port(host: str, asked: int | None) -> int:
+    """The asked port, or Locust's 8089 when free, else any free port: a second UI must not collide."""
+    if asked is not None:
+        if asked and not port_is_free(host, asked):
+            raise UserError(f"--web-port {asked}: {host}:{asked} is already in use")
+        return asked or pick_free_port(host)
+    return DEFAULT_WEB_PORT if port_is_free(host, DEFAULT_WEB_PORT) else pick_free_port(host)
+
+
+def pick_free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def describe_auth() -> str:
+    """Check HARNESS_WEB_AUTH before anything starts; say whether the UI is protected."""
+    value = os.environ.get(WEB_AUTH_ENV)
+    if not value:
+        return "no login"
+    try:
+        user, _ = parse_credentials(value)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return f"basic auth, user {user!r}"
+
+
+def serve_ui(scenario: Scenario, scenario_path: Path, run_dir: Path, *, web_host: str, web_port: int | None,
              workers: int) -> int:
+    auth = describe_auth()
+    web_port = choose_web_port(web_host, web_port)
     run = Run(scenario, scenario_path, run_dir)
     processes: LocustProcesses | None = None
 
@@ -41,8 +88,8 @@ def serve_ui(scenario: Scenario, scenario_path: Path, run_dir: Path, *, web_host
             processes = LocustProcesses(run_dir, doc, address.url, workers,
                                         ["--web-host", web_host, "--web-port", str(web_port)])
             processes.start()
-            print(f"Locust web UI: http://{web_host}:{web_port}  (target {address.url}; Ctrl-C to stop)",
-                  flush=True)
+            print(f"Locust web UI: http://{web_host}:{web_port}  ({auth}; target {address.url}; "
+                  "Ctrl-C to stop)", flush=True)
             print(f"samples go to {run_dir}", flush=True)
             while processes.master_alive():
                 time.sleep(0.5)

@@ -23,6 +23,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from harness.samples import SampleWriter, format_row
 from plan_bridge import PARENT_ENV, Bridge, Clock, RelayedSamples, not_sent_row, response_row, shift
+from web_auth import WEB_AUTH_ENV, parse_credentials, require_basic_auth
 
 BRIDGE = Bridge.from_environment()
 PLAN = BRIDGE.load_plan()
@@ -136,6 +137,11 @@ def on_init(environment: Any, **_: Any) -> None:
         environment.runner.register_message("harness_clock", on_master_clock)
     if os.environ.get(PARENT_ENV):
         gevent.spawn(exit_with_parent, environment, int(os.environ[PARENT_ENV]))
+    if os.environ.get(WEB_AUTH_ENV) and environment.web_ui is not None:
+        try:
+            require_basic_auth(environment.web_ui.app, *parse_credentials(os.environ[WEB_AUTH_ENV]))
+        except ValueError as exc:
+            raise SystemExit(f"locustfiles/inference.py: {exc}") from None
 
 
 def exit_with_parent(environment: Any, parent_pid: int) -> None:

@@ -2,12 +2,35 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 import sys
 
 from target_server.config import (LOCK_MODES, MODEL_NAMES, WORKER_CLASSES, ServerConfig, WeightsError,
                                   env_defaults)
 
 EXIT_BAD_USAGE = 2
+EXIT_PORT_IN_USE = 3
+
+
+def port_in_use(host: str, port: int) -> str | None:
+    """Say so at once when the address is taken (gunicorn would retry for 5 s, then log a bare error)."""
+    if port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return f"cannot resolve --host {host}: {exc}"
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"{host}:{port} is already in use (pick another --port, or --port 0 for any free one)"
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         for problem in problems:
             print(f"target_server: error: {problem}", file=sys.stderr)
         return EXIT_BAD_USAGE
+    busy = port_in_use(config.host, config.port)
+    if busy:
+        print(f"target_server: error: {busy}", file=sys.stderr)
+        return EXIT_PORT_IN_USE
     try:
         check_weights_before_start(config)
     except WeightsError as exc:

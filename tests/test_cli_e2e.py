@@ -176,7 +176,7 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path) -> None:
     assert_all_gone(out)
 
 
-def test_bundled_server_exits_when_the_harness_is_killed(tmp_path: Path) -> None:
+def test_harness_killed_leaves_intact_samples_a_report_and_no_server(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(SMOKE), "--out", str(out), "--quiet",
                              "--set", "load.stages[1].duration=60s"], cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -192,6 +192,16 @@ def test_bundled_server_exits_when_the_harness_is_killed(tmp_path: Path) -> None
         if proc.poll() is None:
             proc.kill()
     assert_all_gone(out, within=15)
-    from harness import analysis
+    lines = (out / "samples-0.csv").read_text().splitlines(keepends=True)
+    assert len(lines) > 1 and lines[-1].endswith("\n")  # intact up to the last complete row
+    assert len({line.count(",") for line in lines}) == 1  # no torn line anywhere
+    assert not (out / "summary.json").exists()
 
-    assert len(analysis.load_samples(out)) > 0  # the samples on disk are readable after SIGKILL
+    report = subprocess.run([sys.executable, "-m", "harness", "report", str(out)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    assert "rebuilt" in report.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["partial"] and summary["interrupted"] and summary["requests"] > 0
+    assert any("rebuilt from the samples" in r for r in summary["invalid_reasons"])
+    assert "PARTIAL" in (out / "report.html").read_text().upper()

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import socket
 import subprocess
@@ -9,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.browser import ARTIFACTS, chrome_driver
@@ -85,3 +88,77 @@ def test_web_ui_swarm_start_count_stop(tmp_path: Path) -> None:
     assert summary["engine"] == "locust-ui" and summary["requests"] > 0
     assert (ARTIFACTS / "locust-ui.png").stat().st_size > 10_000
     assert_all_gone(out)
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+def test_ui_moves_off_a_taken_port_and_requires_its_login(tmp_path: Path) -> None:
+    """8089 taken (by us, or already by someone else): the UI picks a free port; without the
+    HARNESS_WEB_AUTH login every page and API call is refused, so nobody else can start load."""
+    import requests
+
+    from tests.rawserver import RawServer, respond_forever
+
+    held = socket.socket()
+    try:
+        held.bind(("127.0.0.1", 8089))
+        held.listen()
+    except OSError:
+        pass  # already taken by another process: the situation under test
+    out, log = tmp_path / "ui-run", tmp_path / "ui.log"
+    env = {**os.environ, "HARNESS_WEB_AUTH": "tester:s3cret:with-colon"}
+    with RawServer(respond_forever(OK)) as target, open(log, "w") as log_file:
+        target_url = f"http://127.0.0.1:{target.port}"
+        proc = subprocess.Popen([sys.executable, "-m", "harness", "ui", str(ROOT / "scenarios" / "smoke.yaml"),
+                                 "--out", str(out), "--url", target_url], cwd=ROOT, stdout=log_file,
+                                stderr=subprocess.STDOUT, env=env)
+        try:
+            found = wait_for(lambda: re.search(r"Locust web UI: http://127\.0\.0\.1:(\d+)", log.read_text()),
+                             90, "the UI address")
+            port = int(found.group(1))
+            assert port != 8089
+            ui = f"http://127.0.0.1:{port}"
+
+            def answering() -> list[requests.Response]:  # a list: a 401 response is falsy
+                try:
+                    return [requests.get(ui + "/", timeout=5)]
+                except requests.ConnectionError:
+                    return []
+
+            anonymous = wait_for(answering, 30, "the UI to answer")[0]
+            children = psutil.Process(proc.pid).children(recursive=True)
+            assert children  # Locust
+            assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"].startswith("Basic")
+            swarm = {"user_count": 2, "spawn_rate": 10, "host": target_url}
+            assert requests.post(ui + "/swarm", data=swarm, timeout=5).status_code == 401
+            assert requests.get(ui + "/stats/requests", auth=("tester", "wrong"), timeout=5).status_code == 401
+            time.sleep(1.0)
+            assert not list(out.glob("samples*.csv")) or (out / "samples-0.csv").read_text().count("\n") <= 1
+
+            login = ("tester", "s3cret:with-colon")
+            assert requests.get(ui + "/", auth=login, timeout=5).status_code == 200
+            assert requests.post(ui + "/swarm", data=swarm, auth=login, timeout=5).json()["success"]
+            wait_for(lambda: requests.get(ui + "/stats/requests", auth=login, timeout=5).json()["total_rps"] > 0,
+                     30, "the authorised swarm to send")
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                held.close()
+    assert proc.returncode == 0, log.read_text()[-3000:]
+    assert json.loads((out / "summary.json").read_text())["requests"] > 0
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive
+
+
+def test_ui_refuses_a_malformed_login_setting(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "harness", "ui", str(ROOT / "scenarios" / "smoke.yaml"),
+                             "--out", str(tmp_path / "ui"), "--url", "http://127.0.0.1:9"], cwd=ROOT,
+                            env={**os.environ, "HARNESS_WEB_AUTH": "no-colon"}, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert "HARNESS_WEB_AUTH must be USER:PASSWORD" in result.stderr and "Traceback" not in result.stderr

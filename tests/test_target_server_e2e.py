@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -116,6 +117,19 @@ def test_bad_settings_exit_with_message():
                           timeout=60, start_new_session=True)
     assert proc.returncode == 2
     assert "gthread" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_port_in_use_is_refused_at_once_with_a_clear_message():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "target_server", "--model", "noop", "--port", str(port)],
+                              cwd=REPO, env=server_env(), capture_output=True, text=True, timeout=60,
+                              start_new_session=True)
+    assert proc.returncode == 3
+    assert f"127.0.0.1:{port} is already in use" in proc.stderr
+    assert "Traceback" not in proc.stderr and "listening" not in proc.stdout
 
 
 PARENT = textwrap.dedent("""

@@ -1,0 +1,49 @@
+"""A run whose harness was killed (SIGKILL, power loss) leaves samples but no summary.json.
+
+The runner writes the run's metadata to `run.json` before the load starts; from it, the resolved
+`scenario.yaml` and the samples on disk, `harness report` rebuilds a summary marked partial and
+interrupted, so the partial run can still be read, reported and compared.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from harness import analysis, summary as summary_mod
+from harness.errors import UserError
+from harness.plan import plan_from_scenario
+from harness.scenario import Scenario
+
+META_FILE = "run.json"
+KILLED_REASON = ("the harness ended without writing a summary (killed?); this summary was rebuilt "
+                 "from the samples on disk")
+
+
+def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
+    (Path(run_dir) / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+
+
+def rebuild_summary(run_dir: Path) -> dict[str, Any]:
+    """Summarise a run folder that has samples but no summary.json, and write it (marked partial)."""
+    run_dir = Path(run_dir)
+    try:
+        meta = json.loads((run_dir / META_FILE).read_text())
+        scenario = Scenario.model_validate(yaml.safe_load((run_dir / "scenario.yaml").read_text()))
+    except FileNotFoundError as exc:
+        raise UserError(f"{run_dir}: no summary.json and no {Path(exc.filename).name} to rebuild it from "
+                        "(the run was stopped before its load started?)") from None
+    except (OSError, ValueError, yaml.YAMLError, ValidationError) as exc:
+        raise UserError(f"{run_dir}: no summary.json, and the run's metadata is unreadable: "
+                        f"{str(exc).splitlines()[0]}") from None
+    df = analysis.load_samples(run_dir)
+    if df.empty:
+        raise UserError(f"{run_dir}: no samples (samples-*.csv) to report on")
+    result = summary_mod.build(run_dir, meta=meta, plan=plan_from_scenario(scenario),
+                               thresholds=scenario.parsed_thresholds, max_in_flight=scenario.load.max_in_flight,
+                               stopped_at=float(df["intended"].max()), interrupted=True, reasons=[KILLED_REASON])
+    summary_mod.write(run_dir, result)
+    return result
