@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from typing import Any, TextIO
 
 import numpy as np
 
 from harness.plan import LoadPlan
+
+RECENT_LATENCIES = 20_000  # bounds memory when nothing is printed (quiet runs, long intervals)
 
 
 class Progress:
@@ -22,7 +25,7 @@ class Progress:
         self.interval = 1.0 if self.tty else 5.0
         self.sent: dict[int, int] = {}
         self.errors: dict[int, int] = {}
-        self.latencies: list[float] = []
+        self.latencies: deque[float] = deque(maxlen=RECENT_LATENCIES)
         self._last_print = t0
         self._last_sent = 0
 
@@ -31,7 +34,8 @@ class Progress:
             if kind == "progress":
                 self.sent[gen] = payload["sent"]
                 self.errors[gen] = payload["errors"]
-                self.latencies.extend(payload["latencies"])
+                if not self.quiet:
+                    self.latencies.extend(payload["latencies"])
         now = time.monotonic()
         if not self.quiet and now - self._last_print >= self.interval:
             self._print(now)
@@ -49,7 +53,7 @@ class Progress:
         self.stream.write(("\r" + line.ljust(100)) if self.tty else line + "\n")
         self.stream.flush()
         self._last_print, self._last_sent = now, sent
-        self.latencies = []
+        self.latencies.clear()
 
     def finish(self) -> None:
         if self.tty and not self.quiet:

@@ -166,3 +166,102 @@ def test_report_renders_after_the_samples_are_compressed(tmp_path: Path) -> None
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert (out / "report.html").stat().st_size > 10_000
+
+
+HOSTILE_BODIES: dict[str, tuple[str, bytes]] = {
+    "invalid JSON": ("application/json", b'{"inputs": [[1.0, 2.0'),
+    "wrong content type": ("text/plain", b'{"inputs": [[1.0, 2.0, 3.0]]}'),
+    "ragged rows": ("application/json", b'{"inputs": [[1.0, 2.0, 3.0], [1.0]]}'),
+    "NaN": ("application/json", b'{"inputs": [[NaN, 2.0, 3.0]]}'),
+    "strings": ("application/json", b'{"inputs": [["a", "b", "c"]]}'),
+    "deep nesting": ("application/json", b'{"inputs": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"),
+    "over the body limit": ("application/json", b'{"inputs": [' + b"[1.0, 2.0, 3.0]," * 20_000 + b"[1.0, 2.0, 3.0]]}"),
+}
+
+
+def hostile_exchange(port: int, raw: bytes, *, trickle: float = 0.0) -> int | None:
+    """Send raw bytes (optionally a byte at a time), return the status answered, None if none."""
+    import socket as socket_mod
+
+    with socket_mod.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        if trickle:
+            for byte in raw:
+                sock.sendall(bytes([byte]))
+                time.sleep(trickle)
+        else:
+            sock.sendall(raw)
+        data = b""
+        try:
+            while b"\r\n" not in data:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        except (ConnectionResetError, socket_mod.timeout):
+            pass
+    match = re.match(rb"HTTP/1\.[01] (\d{3})", data)
+    return int(match.group(1)) if match else None
+
+
+def hostile_requests(port: int) -> dict[str, bytes]:
+    requests = {name: (f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+                       f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+                for name, (ctype, body) in HOSTILE_BODIES.items()}
+    requests["unknown model"] = (b"POST /v2/models/nope/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                 b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
+    requests["garbage request line"] = b"\x00\xff\xfe NOT HTTP AT ALL\r\n\r\n"
+    return requests
+
+
+def test_hostile_requests_during_a_load_run_leave_the_well_formed_ones_unaffected(tmp_path: Path) -> None:
+    import threading
+
+    from tests.server_fixtures import start_server
+
+    scenario = tmp_path / "steady.yaml"
+    scenario.write_text("# steady article requests\nname: steady\ntarget: {endpoint: /predict, timeout: 5s}\n"
+                        "load: {model: closed, start: 4, stages: [{duration: 8s, target: 4}]}\n")
+    out = tmp_path / "run"
+    answers: dict[str, list[int | None]] = {}
+    with start_server(["--model", "linear", "--workers", "2", "--worker-class", "gthread", "--threads", "8",
+                       "--max-body-bytes", "65536"]) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        stop = threading.Event()
+
+        def attack() -> None:
+            raws = hostile_requests(port)
+            for _ in range(200):  # bounded: a few rounds fit in the run
+                if stop.is_set():
+                    return
+                for name, raw in raws.items():
+                    answers.setdefault(name, []).append(hostile_exchange(port, raw))
+
+        def trickle() -> None:  # slowloris: a header byte every 20 ms, on two connections
+            raw = hostile_requests(port)["invalid JSON"]
+            while not stop.is_set():
+                answers.setdefault("trickled", []).append(hostile_exchange(port, raw, trickle=0.02))
+
+        attackers = [threading.Thread(target=attack)] + [threading.Thread(target=trickle) for _ in range(2)]
+        proc = start_harness(str(scenario), "--url", server.url, "--out", str(out), "--quiet")
+        try:
+            wait_for_rows(out / "samples-0.csv", rows=10)
+            for thread in attackers:
+                thread.start()
+            stdout, stderr = proc.communicate(timeout=60)
+        finally:
+            stop.set()
+            if proc.poll() is None:
+                proc.kill()
+            for thread in attackers:
+                thread.join(timeout=30)
+        health = hostile_exchange(port, b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        log = server.logs()
+    assert proc.returncode == 0, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["requests"] > 100 and summary["errors"] == 0, summary["errors_by_kind"]
+    assert set(answers) == set(hostile_requests(port)) | {"trickled"}
+    for name, statuses in answers.items():
+        assert statuses and all(s is not None and 400 <= s < 500 for s in statuses), (name, statuses)
+    assert answers["over the body limit"][0] == 413 and answers["unknown model"][0] == 404
+    assert health == 200
+    assert len(re.findall(r"Booting worker", log)) == 2 and "WORKER TIMEOUT" not in log, log[-3000:]
