@@ -33,12 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override one scenario value, e.g. --set load.stages[1].target=64 (repeatable)")
     run.add_argument("--quiet", action="store_true", help="no progress line")
+    run.add_argument("--repeat", type=int, metavar="N",
+                     help="measure N times, each in RUN_DIR/repeat-K (the scenario's `repeat:`)")
 
     ui = sub.add_parser("ui", help="start the scenario's target and Locust's web UI pointed at it")
     ui.add_argument("scenario", help="scenario YAML file (its target, payload and endpoint are used)")
     ui.add_argument("--out", type=Path, help="run folder for the samples (default: reports/<timestamp>-<name>-ui)")
     ui.add_argument("--url", help="use this already-running endpoint instead of the scenario's target")
-    ui.add_argument("--web-host", default="127.0.0.1", help="address of the web UI (0.0.0.0 exposes it; HARNESS_WEB_AUTH=USER:PASSWORD in the environment requires that login)")
+    ui.add_argument("--web-host", default="127.0.0.1",
+                    help="address of the web UI (0.0.0.0 exposes it; HARNESS_WEB_AUTH=USER:PASSWORD in the "
+                         "environment requires that login)")
     ui.add_argument("--web-port", type=int, default=None,
                     help="port of the web UI (default: 8089, or any free port when 8089 is taken)")
     ui.add_argument("--workers", type=int, default=0, help="Locust worker processes (0 = one local process)")
@@ -155,6 +159,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _overrides(args: argparse.Namespace) -> list[str]:
     overrides = list(args.overrides)
+    if getattr(args, "repeat", None) is not None:
+        overrides.append(f"repeat={args.repeat}")
     if args.url:
         overrides += [f"target.url={args.url}", "target.server=null"]
     return overrides
@@ -189,6 +195,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UserError(f"cannot create the run folder {args.out or 'under reports/'}: "
                         f"{exc.strerror or exc}") from None
+    if scenario.repeat > 1:
+        return _run_repeated(scenario, path, run_dir, args.quiet)
     result = Run(scenario, path, run_dir, quiet=args.quiet).execute()
     if "requests" in result:
         print(summary_mod.format_table(result))
@@ -196,6 +204,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     if (run_dir / summary_mod.SUMMARY_FILE).exists():
         _report_after_run(run_dir)
     return int(result["exit_code"])
+
+
+def _run_repeated(scenario: Any, path: Path, run_dir: Path, quiet: bool) -> int:
+    """`repeat: N`: N complete runs in RUN_DIR/repeat-K, then the spread between them."""
+    from harness import repeats, summary as summary_mod
+    from harness.runner import Run
+
+    def one(folder: Path) -> dict[str, Any]:
+        result = Run(scenario, path, folder, quiet=quiet).execute()
+        if "requests" in result:
+            print(f"{folder.name}: {result['rps']:.1f} req/s, p95 {result['latency_ms']['p95']:.2f} ms, "
+                  f"errors {result['errors']}, exit {result['exit_code']}", flush=True)
+        if (folder / summary_mod.SUMMARY_FILE).exists():
+            _report_after_run(folder)
+        return result
+
+    doc = repeats.run_repeats(scenario.repeat, run_dir, one, lambda text: print(text, file=sys.stderr, flush=True))
+    if doc["repeats"]:
+        print(repeats.format_table(doc))
+    print(f"run folder: {run_dir} ({doc['completed']} of {doc['planned']} repeats; {repeats.REPEATS_FILE})")
+    return int(doc["exit_code"])
 
 
 def _report_after_run(run_dir: Path) -> None:
@@ -214,14 +243,16 @@ def _report_after_run(run_dir: Path) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.recover import rebuild_summary
+    from harness.repeats import repeat_dirs
     from harness.report import write_report
     from harness.summary import SUMMARY_FILE
 
-    if args.run_dir.is_dir() and not (args.run_dir / SUMMARY_FILE).exists():
-        rebuild_summary(args.run_dir)
-        print(f"{args.run_dir}: no summary.json (the run was killed?); rebuilt one from the samples, "
-              "marked partial", file=sys.stderr)
-    print(f"report: {write_report(args.run_dir)}")
+    for run_dir in repeat_dirs(args.run_dir) or [args.run_dir]:  # a repeated run: one report per repeat
+        if run_dir.is_dir() and not (run_dir / SUMMARY_FILE).exists():
+            rebuild_summary(run_dir)
+            print(f"{run_dir}: no summary.json (the run was killed?); rebuilt one from the samples, "
+                  "marked partial", file=sys.stderr)
+        print(f"report: {write_report(run_dir)}")
     return 0
 
 

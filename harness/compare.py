@@ -13,6 +13,7 @@ import pandas as pd
 from harness import compare_charts
 from harness.errors import UserError
 from harness.htmlpage import badge, esc, fmt, image, page, table
+from harness.repeats import expand_repeats
 from harness.runfolder import RunAnalysis, analyse_run, settings
 from harness.summary import SUMMARY_FILE
 
@@ -36,7 +37,7 @@ def expand_run_dirs(args: list[str]) -> list[Path]:
                 raise UserError(f"{arg}: matches no run folder (a folder with {SUMMARY_FILE})")
             runs += matches
         else:
-            runs.append(Path(arg))
+            runs += expand_repeats([Path(arg)])
     unique = list(dict.fromkeys(runs))
     if len(unique) < 2:
         raise UserError("compare needs at least two run folders; the first one is the baseline")

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from harness import analysis, summary as summary_mod
 from harness.errors import EXIT_INVALID_RUN, EXIT_PASSED, EXIT_THRESHOLD_FAILED, UserError
+from harness.repeats import expand_repeats
 from harness.scenario import Check, format_error
 from harness.thresholds import lookup
 
@@ -30,36 +31,40 @@ METRICS = [("p50", "p50 latency (ms)", "p50_ms", "latency_ms.p50", "rise", "medi
 
 @dataclass
 class Side:
-    """One side of the comparison: one or more run folders (repeats are pooled) or summaries."""
+    """One side of the comparison: one or more run folders (repeats) or summaries."""
 
     paths: list[Path]
     summaries: list[dict[str, Any]]
-    windows: pd.DataFrame | None  # measured windows of every run pooled; None without samples
+    runs: list[pd.DataFrame] | None  # each run's measured windows; None when a side has no samples
 
     def figure(self, key: str) -> float | None:
         values = [lookup(s, key) for s in self.summaries]
         values = [float(v) for v in values if v is not None]
         return float(np.mean(values)) if values else None
 
+    def values(self, column: str) -> list[np.ndarray]:
+        """Per-window values of one column, grouped by run (runs without any are left out)."""
+        groups = [w[column].dropna().to_numpy() for w in self.runs or []]
+        return [g for g in groups if g.size]
+
 
 def load_side(paths: list[Path], width: float) -> Side:
-    summaries, frames = [], []
+    summaries: list[dict[str, Any]] = []
+    runs: list[pd.DataFrame] | None = []
     for path in paths:
         summary = summary_mod.read(path)
         summaries.append(summary)
-        run_dir = path if path.is_dir() else path.parent
-        df = analysis.load_samples(run_dir) if path.is_dir() else None
+        df = analysis.load_samples(path) if path.is_dir() else None
         if df is None or df.empty:
-            frames = None
+            runs = None
             continue
         until, warmup = float(summary["duration_s"]), float(summary["warmup_s"])
         win = analysis.windows(df, width, until=until, start=warmup)
-        if frames is not None:
-            frames.append(win[win["t"] + width <= until + 1e-9])
-    windows = pd.concat(frames, ignore_index=True) if frames else None
-    if windows is not None and len(windows) < MIN_WINDOWS:
-        windows = None
-    return Side(paths, summaries, windows)
+        if runs is not None:
+            runs.append(win[win["t"] + width <= until + 1e-9])
+    if runs is not None and sum(len(w) for w in runs) < MIN_WINDOWS:
+        runs = None
+    return Side(paths, summaries, runs)
 
 
 def check_settings(run_dir: Path, overrides: list[str]) -> Check:
@@ -81,22 +86,40 @@ def check_settings(run_dir: Path, overrides: list[str]) -> Check:
                          for e in exc.errors()]) from None
 
 
-def bootstrap_ratio(run: np.ndarray, base: np.ndarray, statistic: str, confidence: float,
+def bootstrap_ratio(run: list[np.ndarray], base: list[np.ndarray], statistic: str, confidence: float,
                     seed: int = 0) -> tuple[float, float, float]:
-    """Ratio run/baseline of the statistic over windows, and its bootstrap confidence interval."""
+    """Ratio run/baseline of the statistic over windows, and its bootstrap confidence interval.
+
+    Each side is a list of runs (repeats), each an array of per-window values. With one run the
+    windows are resampled; with several, the runs are resampled first and then the windows within
+    each drawn run (a two-stage cluster bootstrap), so differences between repeats widen the
+    interval as they should instead of being averaged away.
+    """
     stat = np.median if statistic == "median" else np.mean
     rng = np.random.default_rng(seed)
-    run_draws = stat(rng.choice(run, (BOOTSTRAP_RESAMPLES, run.size)), axis=1)
-    base_draws = stat(rng.choice(base, (BOOTSTRAP_RESAMPLES, base.size)), axis=1)
+    run_draws = _draws(run, stat, rng)
+    base_draws = _draws(base, stat, rng)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = run_draws / base_draws
     ratios = ratios[np.isfinite(ratios)]
-    point = float(stat(run) / stat(base)) if stat(base) > 0 else float("nan")
+    ours, theirs = stat(np.concatenate(run)), stat(np.concatenate(base))
+    point = float(ours / theirs) if theirs > 0 else float("nan")
     if ratios.size == 0:
         return point, point, point
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(ratios, [tail, 100 - tail])
     return point, float(low), float(high)
+
+
+def _draws(groups: list[np.ndarray], stat: Any, rng: np.random.Generator) -> np.ndarray:
+    if len(groups) == 1:
+        values = groups[0]
+        return stat(rng.choice(values, (BOOTSTRAP_RESAMPLES, values.size)), axis=1)
+    draws = np.empty(BOOTSTRAP_RESAMPLES)
+    for b in range(BOOTSTRAP_RESAMPLES):
+        picked = rng.integers(len(groups), size=len(groups))
+        draws[b] = stat(np.concatenate([rng.choice(groups[i], groups[i].size) for i in picked]))
+    return draws
 
 
 def status_of(low: float, high: float, tolerance: float, bad: str) -> str:
@@ -123,7 +146,7 @@ def calibration_factor(run_cal: Path | None, base_cal: Path | None) -> float | N
 
 def judge(run: Side, base: Side, check: Check, factor: float | None = None) -> dict[str, Any]:
     """The verdict document (also written as JSON): one row per judged figure, overall result, exit code."""
-    noisy = run.windows is not None and base.windows is not None
+    noisy = run.runs is not None and base.runs is not None
     notes = []
     if not noisy:
         notes.append("no per-window samples on one side (a summary-only baseline or a very short run): "
@@ -143,12 +166,10 @@ def judge(run: Side, base: Side, check: Check, factor: float | None = None) -> d
         tolerance = getattr(check, f"{name}_may_{bad}")
         if tolerance is None:
             continue
-        if noisy:
-            run_vals = run.windows[column].dropna().to_numpy()
-            base_vals = base.windows[column].dropna().to_numpy()
-        if noisy and run_vals.size >= MIN_WINDOWS and base_vals.size >= MIN_WINDOWS:
+        run_vals, base_vals = (run.values(column), base.values(column)) if noisy else ([], [])
+        if sum(v.size for v in run_vals) >= MIN_WINDOWS and sum(v.size for v in base_vals) >= MIN_WINDOWS:
             ratio, low, high = bootstrap_ratio(run_vals, base_vals, statistic, check.confidence)
-            method = f"bootstrap {statistic} of {check.window:g} s windows"
+            method = f"bootstrap {statistic} of {check.window:g} s windows{_repeats_note(run_vals, base_vals)}"
         else:
             ours, theirs = run.figure(key), base.figure(key)
             ratio = ours / theirs if ours is not None and theirs else float("nan")
@@ -181,6 +202,12 @@ def judge(run: Side, base: Side, check: Check, factor: float | None = None) -> d
             "metrics": rows, "notes": notes}
 
 
+def _repeats_note(run: list[np.ndarray], base: list[np.ndarray]) -> str:
+    if len(run) == 1 and len(base) == 1:
+        return ""
+    return f", resampling repeats then windows ({len(run)} run, {len(base)} baseline)"
+
+
 def _num(value: float) -> float | None:
     return round(float(value), 4) if value is not None and np.isfinite(value) else None
 
@@ -188,6 +215,7 @@ def _num(value: float) -> float | None:
 def run_check(runs: list[Path], baselines: list[Path], overrides: list[str],
               calibration: Path | None = None, baseline_calibration: Path | None = None) -> dict[str, Any]:
     """Read both sides and judge; baselines that are invalid cannot judge anything."""
+    runs, baselines = expand_repeats(runs), expand_repeats(baselines)
     check = check_settings(runs[0], overrides)
     base = load_side(baselines, check.window)
     bad = [str(p) for p, s in zip(baselines, base.summaries) if not s.get("valid", False)]

@@ -286,6 +286,14 @@ class Scenario(Strict):
     check: Check = Field(default_factory=Check)
     sweep: Sweep | None = None
     capacity: Capacity | None = None
+    repeat: int = Field(1, ge=1, le=100)  # `harness run` measures N times, each in RUN_DIR/repeat-K
+
+    @model_validator(mode="after")
+    def _repeat_is_for_plain_runs(self) -> "Scenario":
+        if self.repeat > 1 and (self.sweep is not None or self.capacity is not None):
+            raise ValueError("repeat applies to `harness run`; a sweep or capacity search cannot repeat "
+                             "(capacity already repeats the probes that decide it)")
+        return self
 
     @property
     def parsed_thresholds(self) -> list[Threshold]:

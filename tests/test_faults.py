@@ -265,3 +265,34 @@ def test_hostile_requests_during_a_load_run_leave_the_well_formed_ones_unaffecte
     assert answers["over the body limit"][0] == 413 and answers["unknown model"][0] == 404
     assert health == 200
     assert len(re.findall(r"Booting worker", log)) == 2 and "WORKER TIMEOUT" not in log, log[-3000:]
+
+
+def test_repeated_run_check_and_report(tmp_path: Path) -> None:
+    """`run --repeat 2`: two complete run folders, repeats.json with the spread, and `check` and
+    `report` take the folder of repeats as a whole."""
+    scenario = tmp_path / "rep.yaml"
+    scenario.write_text("# repeated\nname: rep\ntarget: {endpoint: /x, timeout: 1s}\n"
+                        "load: {model: closed, start: 2, warmup: 0s, stages: [{duration: 6s, target: 2}]}\n")
+    out = tmp_path / "run"
+    with RawServer(respond_forever(OK)) as server:
+        proc = start_harness(str(scenario), "--url", f"http://127.0.0.1:{server.port}", "--out", str(out),
+                             "--quiet", "--repeat", "2")
+        stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    doc = json.loads((out / "repeats.json").read_text())
+    assert doc["planned"] == doc["completed"] == 2 and doc["exit_code"] == 0
+    assert [r["folder"] for r in doc["repeats"]] == ["repeat-1", "repeat-2"]
+    rps = [json.loads((out / f"repeat-{k}" / "summary.json").read_text())["rps"] for k in (1, 2)]
+    assert (doc["spread"]["rps"]["min"], doc["spread"]["rps"]["max"]) == pytest.approx((min(rps), max(rps)))
+    assert "repeat-2" in stdout and "cv" in stdout
+    assert all((out / f"repeat-{k}" / "report.html").exists() for k in (1, 2))
+
+    check = subprocess.run([sys.executable, "-m", "harness", "check", str(out), "--baseline", str(out)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "resampling repeats then windows (2 run, 2 baseline)" in check.stdout
+    for k in (1, 2):
+        (out / f"repeat-{k}" / "report.html").unlink()
+    report = subprocess.run([sys.executable, "-m", "harness", "report", str(out)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert report.returncode == 0 and all((out / f"repeat-{k}" / "report.html").exists() for k in (1, 2))

@@ -163,5 +163,34 @@ def test_the_committed_ci_baseline_is_a_small_valid_run_with_samples() -> None:
     baseline = ROOT / "benchmarks" / "baselines" / "gate-sleep"
     assert sum(f.stat().st_size for f in baseline.iterdir()) < 100_000
     side = gate.load_side([baseline], 1.0)
-    assert side.summaries[0]["valid"] and side.windows is not None and len(side.windows) >= 5
+    assert side.summaries[0]["valid"] and side.runs is not None and sum(len(w) for w in side.runs) >= 5
     assert gate.run_check([baseline], [baseline], [])["verdict"] == "pass"
+
+
+def repeated(folder: Path, rps_per_repeat: list[float], seed: int) -> Path:
+    for k, rps in enumerate(rps_per_repeat, start=1):
+        fake_run(folder / f"repeat-{k}", rps=rps, seed=seed + k)
+    return folder
+
+
+def test_one_slow_repeat_out_of_three_is_not_a_regression_but_three_are(tmp_path: Path) -> None:
+    """Repeats are resampled as groups: a burst that slowed one repeat widens the interval instead
+    of being averaged into a tight, wrong verdict; the same slowdown in every repeat is caught."""
+    base = repeated(tmp_path / "base", [100, 100, 100], seed=10)
+    one_slow = repeated(tmp_path / "one-slow", [100, 100, 70], seed=20)
+    all_slow = repeated(tmp_path / "all-slow", [70, 70, 70], seed=30)
+
+    v = gate.run_check([one_slow], [base], [])
+    rps = next(r for r in v["metrics"] if r["metric"] == "rps")
+    assert rps["ratio"] == pytest.approx(0.9, abs=0.02) and rps["status"] == "ok", rps
+    assert rps["ci_low"] < 0.8 and rps["ci_high"] > 0.95
+    assert "resampling repeats then windows (3 run, 3 baseline)" in rps["method"]
+
+    # the same windows pooled as if each side were one run would look like a sure regression
+    def pooled(folder: Path) -> list[np.ndarray]:
+        return [np.concatenate(gate.load_side(gate.expand_repeats([folder]), 1.0).values("ok_rps"))]
+
+    assert gate.bootstrap_ratio(pooled(one_slow), pooled(base), "mean", 0.95)[2] < 0.95
+
+    v = gate.run_check([all_slow], [base], [])
+    assert v["verdict"] == "regression" and "rps" in v["regressions"]
