@@ -25,8 +25,8 @@ from harness.samples import NOT_SENT
 PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99, "p999": 99.9}
 DTYPES = {"intended": "float64", "start": "float64", "end": "float64", "status": "int32",
           "error": "string", "bytes": "int64", "stage": "int32", "gen": "int32",
-          "srv_queue_ms": "float64", "srv_infer_ms": "float64"}
-EMPTY_AS_NA = {c: [""] for c in ("start", "end", "srv_queue_ms", "srv_infer_ms")}
+          "srv_queue_ms": "float64", "srv_infer_ms": "float64", "srv_total_ms": "float64"}
+EMPTY_AS_NA = {c: [""] for c in ("start", "end", "srv_queue_ms", "srv_infer_ms", "srv_total_ms")}
 
 
 def sample_files(run_dir: Path) -> list[Path]:
@@ -51,6 +51,8 @@ def load_samples(run_dir: Path) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in DTYPES.items()})
     df = pd.concat(frames, ignore_index=True)
+    if "srv_total_ms" not in df:  # written before samples carried the server's total time
+        df["srv_total_ms"] = np.nan
     return df.sort_values("intended", kind="stable", ignore_index=True)
 
 
@@ -106,16 +108,24 @@ def measured(df: pd.DataFrame, warmup: float, until: float) -> pd.DataFrame:
     return df[(df["intended"] >= warmup) & (df["intended"] < until)]
 
 
-def server_timing_split(df: pd.DataFrame) -> dict[str, float] | None:
-    """Median client latency split into server queue, inference and the rest (network/HTTP/parse)."""
+def server_timing_split(df: pd.DataFrame) -> dict[str, float | None] | None:
+    """Median client latency split into server queue, inference and the rest (network/HTTP/parse).
+
+    With the server's own total (Server-Timing `total`), the rest splits further: time inside the
+    server's handler outside queue and model (parsing, serialising) and time outside the handler
+    (the HTTP server, the network and the client itself: the measurement's own overhead)."""
     timed = df.dropna(subset=["srv_infer_ms"])
     timed = timed[timed["status"] > 0]
     if timed.empty:
         return None
     client = (timed["end"] - timed["start"]) * 1000.0
+    total = timed["srv_total_ms"]
+    has_total = bool(total.notna().any())
     return {"queue_ms_p50": round(float(timed["srv_queue_ms"].median()), 3),
             "infer_ms_p50": round(float(timed["srv_infer_ms"].median()), 3),
-            "other_ms_p50": round(float((client - timed["srv_queue_ms"] - timed["srv_infer_ms"]).median()), 3)}
+            "other_ms_p50": round(float((client - timed["srv_queue_ms"] - timed["srv_infer_ms"]).median()), 3),
+            "server_ms_p50": round(float(total.median()), 3) if has_total else None,
+            "outside_server_ms_p50": round(float((client - total).median()), 3) if has_total else None}
 
 
 WINDOW_QUANTILES = {"p50_ms": 0.50, "p90_ms": 0.90, "p95_ms": 0.95, "p99_ms": 0.99, "max_ms": 1.0}

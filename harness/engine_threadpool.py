@@ -132,7 +132,7 @@ class _Generator:
                 stage = self._stage_of(intended)
             # Server-Timing travels raw: the writer thread parses it (harness.samples.format_row)
             row = (intended, start - t0, end - t0, status, error, response.body_bytes, stage,
-                   self.spec.gen, response.server_timing, None)
+                   self.spec.gen, response.server_timing, None, None)
         self.in_flight -= 1
         self.writer.append(row)
         counters.sent += 1
@@ -201,7 +201,7 @@ class _Generator:
 
     def _not_sent(self, intended: float) -> None:
         self.writer.append((intended, None, None, 0, NOT_SENT, 0, self.spec.plan.stage_at(intended),
-                            self.spec.gen, None, None))
+                            self.spec.gen, None, None, None))
 
     def drain_not_sent(self, until: float) -> int:
         """Arrivals planned before `until` (s from start) that no thread could send."""

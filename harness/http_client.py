@@ -344,8 +344,10 @@ class Connection:
         return buf + data
 
 
-def parse_server_timing(value: bytes | None) -> tuple[float, float] | None:
-    """(queue_ms, infer_ms) from `queue;dur=..., infer;dur=...`; None if absent or unparsable."""
+def parse_server_timing(value: bytes | None) -> tuple[float, float, float | None] | None:
+    """(queue_ms, infer_ms, total_ms) from `queue;dur=..., infer;dur=..., total;dur=...`.
+
+    None if absent or without `infer`; queue defaults to 0 and total to None (unknown)."""
     if not value:
         return None
     found: dict[bytes, float] = {}
@@ -360,4 +362,4 @@ def parse_server_timing(value: bytes | None) -> tuple[float, float] | None:
                     pass
     if b"infer" not in found:
         return None
-    return found.get(b"queue", 0.0), found[b"infer"]
+    return found.get(b"queue", 0.0), found[b"infer"], found.get(b"total")

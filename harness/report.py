@@ -128,9 +128,15 @@ def timing_section(ra: RunAnalysis) -> str:
     split = ra.summary.get("server_timing")
     if not split:
         return "<p class='note'>The target sent no <code>Server-Timing</code> header.</p>"
+    outside = ""
+    if split.get("server_ms_p50") is not None:
+        outside = (f" The server's handler took <b>{fmt(split['server_ms_p50'])} ms</b> in all (median), so "
+                   f"<b>{fmt(split['outside_server_ms_p50'])} ms</b> were spent outside it: the HTTP server, "
+                   "the network and the client's own measurement overhead.")
     return (f"<p>Median split of the time on the wire: server queue <b>{fmt(split['queue_ms_p50'])} ms</b>, "
             f"inference <b>{fmt(split['infer_ms_p50'])} ms</b>, the rest (HTTP, parsing, network, client) "
-            f"<b>{fmt(split['other_ms_p50'])} ms</b>.</p>" + image(charts.timing_chart(ra), "Server-Timing split"))
+            f"<b>{fmt(split['other_ms_p50'])} ms</b>.{outside}</p>"
+            + image(charts.timing_chart(ra), "Server-Timing split"))
 
 
 def little_section(ra: RunAnalysis) -> str:

@@ -15,34 +15,39 @@ from pathlib import Path
 from harness.http_client import parse_server_timing
 
 COLUMNS = ["intended", "start", "end", "status", "error", "bytes", "stage", "gen", "srv_queue_ms",
-           "srv_infer_ms"]
+           "srv_infer_ms", "srv_total_ms"]
 HEADER = ",".join(COLUMNS) + "\n"
 NOT_SENT = "not_sent"
 HTTP_ERROR = "http"
 FLUSH_CHUNK = 256  # rows formatted per write()
 
-# (intended, start|None, end|None, status, error, bytes, stage, gen, srv_queue_ms|None, srv_infer_ms|None)
-# A request thread may leave the raw Server-Timing header value (bytes) in place of srv_queue_ms,
-# with srv_infer_ms None: it is parsed here, by the writer thread, off the request path.
+# (intended, start|None, end|None, status, error, bytes, stage, gen, srv_queue_ms|None, srv_infer_ms|None,
+#  srv_total_ms|None). A request thread may leave the raw Server-Timing header value (bytes) in
+# place of srv_queue_ms, the other two None: it is parsed here, by the writer thread, off the
+# request path.
 Row = tuple
 
 
-_PLAIN = "%.6f,%.6f,%.6f,%d,%s,%d,%d,%d,,\n"  # a sent request without Server-Timing (the common row)
+_PLAIN = "%.6f,%.6f,%.6f,%d,%s,%d,%d,%d,,,\n"  # a sent request without Server-Timing (the common row)
 
 
 def format_row(row: Row) -> str:
-    intended, start, end, status, error, size, stage, gen, q, inf = row
+    intended, start, end, status, error, size, stage, gen, q, inf, total = row
     if start is None:  # a request that was planned but never sent
-        return f"{intended:.6f},,,0,{error},0,{stage},{gen},,\n"
+        return f"{intended:.6f},,,0,{error},0,{stage},{gen},,,\n"
     if q is None and inf is None:
         return _PLAIN % (intended, start, end, status, error, size, stage, gen)
     if isinstance(q, bytes):
         parsed = parse_server_timing(q)
         if parsed is None:
             return _PLAIN % (intended, start, end, status, error, size, stage, gen)
-        q, inf = parsed
+        q, inf, total = parsed
     return (f"{intended:.6f},{start:.6f},{end:.6f},{status},{error},{size},{stage},{gen},"
-            f"{'' if q is None else f'{q:.3f}'},{'' if inf is None else f'{inf:.3f}'}\n")
+            f"{_ms(q)},{_ms(inf)},{_ms(total)}\n")
+
+
+def _ms(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
 
 
 class SampleWriter:

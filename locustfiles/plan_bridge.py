@@ -100,12 +100,12 @@ def response_row(intended: float, start: float, end: float, response: Any, stage
     if status and headers:
         value = headers.get("Server-Timing") or headers.get("server-timing")
         timing = parse_server_timing(value.encode("latin-1")) if value else None
-    return (intended, start, end, status, error, size, stage, gen,
-            timing[0] if timing else None, timing[1] if timing else None)
+    queue, infer, total = timing if timing else (None, None, None)
+    return (intended, start, end, status, error, size, stage, gen, queue, infer, total)
 
 
 def not_sent_row(intended: float, stage: int, gen: int) -> tuple:
-    return (intended, None, None, 0, NOT_SENT, 0, stage, gen, None, None)
+    return (intended, None, None, 0, NOT_SENT, 0, stage, gen, None, None, None)
 
 
 def shift(row: tuple, offset: float) -> tuple:

@@ -21,7 +21,7 @@ def ok_rows(latencies_ms: list[float], start: float = 0.0, gap: float = 0.01) ->
     rows = []
     for i, lat in enumerate(latencies_ms):
         t = start + i * gap
-        rows.append((t, t, t + lat / 1000.0, 200, "", 10, 0, 0, None, None))
+        rows.append((t, t, t + lat / 1000.0, 200, "", 10, 0, 0, None, None, None))
     return rows
 
 
@@ -38,7 +38,7 @@ def test_exact_percentiles_from_raw_samples() -> None:
 
 def test_latency_counts_from_the_intended_send_time() -> None:
     # intended at 0, left 0.9 s late (generator or slot wait), answered 10 ms later: latency 910 ms
-    df = frame([(0.0, 0.9, 0.91, 200, "", 1, 0, 0, None, None)])
+    df = frame([(0.0, 0.9, 0.91, 200, "", 1, 0, 0, None, None, None)])
     figures = analysis.window_figures(df, 1.0)
     assert figures["latency_ms"]["p50"] == pytest.approx(910.0)
     assert figures["service_ms"]["p50"] == pytest.approx(10.0)
@@ -47,10 +47,10 @@ def test_latency_counts_from_the_intended_send_time() -> None:
 
 def test_errors_by_kind_and_accounting() -> None:
     rows = ok_rows([5.0] * 6)
-    rows += [(1.0, 1.0, 1.5, 0, "timeout", 0, 0, 0, None, None),
-             (1.1, 1.1, 1.2, 503, "http", 30, 0, 0, None, None),
-             (1.2, 1.2, 1.2, 0, "connect", 0, 0, 0, None, None),
-             (1.3, None, None, 0, NOT_SENT, 0, 0, 0, None, None)]
+    rows += [(1.0, 1.0, 1.5, 0, "timeout", 0, 0, 0, None, None, None),
+             (1.1, 1.1, 1.2, 503, "http", 30, 0, 0, None, None, None),
+             (1.2, 1.2, 1.2, 0, "connect", 0, 0, 0, None, None, None),
+             (1.3, None, None, 0, NOT_SENT, 0, 0, 0, None, None, None)]
     df = frame(rows)
     figures = analysis.window_figures(df, 2.0)
     assert figures["requests"] == 9 and figures["errors"] == 3 and figures["not_sent"] == 1
@@ -71,7 +71,7 @@ def test_sample_writer_round_trip_torn_line_and_gzip(tmp_path: Path) -> None:
     writer = SampleWriter(tmp_path / "samples-0.csv", flush_interval=0.01)
     for row in ok_rows([2.0] * 500):
         writer.append(row)
-    writer.append((9.0, None, None, 0, NOT_SENT, 0, 1, 0, None, None))
+    writer.append((9.0, None, None, 0, NOT_SENT, 0, 1, 0, None, None, None))
     writer.close()
     with open(tmp_path / "samples-0.csv", "ab") as f:
         f.write(b"9.5,9.5,9.6,200,,1")  # a line torn by SIGKILL mid-write
@@ -88,31 +88,33 @@ def test_generator_files_are_merged_in_time_order(tmp_path: Path) -> None:
         writer = SampleWriter(tmp_path / f"samples-{gen}.csv")
         for i in range(10):
             t = i * 0.1 + gen * 0.05
-            writer.append((t, t, t + 0.001, 200, "", 1, 0, gen, 0.1, 0.5))
+            writer.append((t, t, t + 0.001, 200, "", 1, 0, gen, 0.1, 0.5, 0.9))
         writer.close()
     df = analysis.load_samples(tmp_path)
     assert len(df) == 20 and df["intended"].is_monotonic_increasing
     assert set(df["gen"]) == {0, 1}
-    assert analysis.server_timing_split(df)["infer_ms_p50"] == pytest.approx(0.5)
+    split = analysis.server_timing_split(df)
+    assert split["infer_ms_p50"] == pytest.approx(0.5) and split["server_ms_p50"] == pytest.approx(0.9)
+    assert split["outside_server_ms_p50"] == pytest.approx(1.0 - 0.9)  # 1 ms on the wire, 0.9 in the server
 
 
 def test_max_in_flight_from_intervals() -> None:
-    df = frame([(0, 0.0, 1.0, 200, "", 1, 0, 0, None, None),
-                (0, 0.5, 1.5, 200, "", 1, 0, 0, None, None),
-                (0, 0.7, 0.8, 200, "", 1, 0, 0, None, None),
-                (0, 1.0, 2.0, 200, "", 1, 0, 0, None, None)])  # starts exactly when the first ends
+    df = frame([(0, 0.0, 1.0, 200, "", 1, 0, 0, None, None, None),
+                (0, 0.5, 1.5, 200, "", 1, 0, 0, None, None, None),
+                (0, 0.7, 0.8, 200, "", 1, 0, 0, None, None, None),
+                (0, 1.0, 2.0, 200, "", 1, 0, 0, None, None, None)])  # starts exactly when the first ends
     assert validity.max_in_flight(df) == 3
 
 
 def test_open_model_verdicts() -> None:
     # lag with free slots: the generator could not keep its schedule -> invalid
-    late = frame([(i * 0.01, i * 0.01 + 0.05, i * 0.01 + 0.051, 200, "", 1, 0, 0, None, None)
+    late = frame([(i * 0.01, i * 0.01 + 0.05, i * 0.01 + 0.051, 200, "", 1, 0, 0, None, None, None)
                   for i in range(200)])
     verdict = validity.Verdict()
     validity.judge_open_model(late, slots=64, verdict=verdict)
     assert not verdict.valid and "late" in verdict.reasons[0]
     # many not sent -> invalid
-    rows = ok_rows([1.0] * 50) + [(2.0 + i * 0.01, None, None, 0, NOT_SENT, 0, 0, 0, None, None)
+    rows = ok_rows([1.0] * 50) + [(2.0 + i * 0.01, None, None, 0, NOT_SENT, 0, 0, 0, None, None, None)
                                   for i in range(50)]
     verdict = validity.Verdict()
     validity.judge_open_model(frame(rows), slots=64, verdict=verdict)

@@ -163,7 +163,8 @@ def test_server_timing_is_read() -> None:
              b"Content-Length: 0\r\n\r\n")
     with RawServer(respond_forever(reply)) as server:
         response = hc.Connection("127.0.0.1", server.port).request(raw_get(server.port), 2.0)
-    assert hc.parse_server_timing(response.server_timing) == (1.5, 0.25)
+    assert hc.parse_server_timing(response.server_timing) == (1.5, 0.25, 2.0)
+    assert hc.parse_server_timing(b"infer;dur=3") == (0.0, 3.0, None)
     assert hc.parse_server_timing(b"cache;desc=hit") is None
 
 

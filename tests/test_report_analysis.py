@@ -23,7 +23,7 @@ def frame(rows: list[tuple]) -> pd.DataFrame:
 
 def steady(rate: float, seconds: float, latency_s: float, offset: float = 0.0) -> list[tuple]:
     """Requests every 1/rate s, each taking latency_s, answered 200 with Server-Timing."""
-    return [(offset + i / rate, offset + i / rate, offset + i / rate + latency_s, 200, "", 10, 0, 0, 0.5, 1.0)
+    return [(offset + i / rate, offset + i / rate, offset + i / rate + latency_s, 200, "", 10, 0, 0, 0.5, 1.0, 2.0)
             for i in range(int(rate * seconds))]
 
 
@@ -38,11 +38,11 @@ def test_grouped_quantiles_match_numpy_per_group() -> None:
 
 def test_windows_percentiles_errors_and_offered_load() -> None:
     # second 0: latencies 1..100 ms; second 1: 101..200 ms, plus one timeout, one 503, one not sent
-    rows = [(i / 100, i / 100, i / 100 + (i + 1) / 1000, 200, "", 1, 0, 0, None, None) for i in range(100)]
-    rows += [(1 + i / 100, 1 + i / 100, 1 + i / 100 + (101 + i) / 1000, 200, "", 1, 0, 0, None, None)
+    rows = [(i / 100, i / 100, i / 100 + (i + 1) / 1000, 200, "", 1, 0, 0, None, None, None) for i in range(100)]
+    rows += [(1 + i / 100, 1 + i / 100, 1 + i / 100 + (101 + i) / 1000, 200, "", 1, 0, 0, None, None, None)
              for i in range(100)]
-    rows += [(1.5, 1.5, 11.5, 0, "timeout", 0, 0, 0, None, None), (1.6, 1.6, 1.61, 503, "http", 5, 0, 0, None, None),
-             (1.7, None, None, 0, NOT_SENT, 0, 0, 0, None, None)]
+    rows += [(1.5, 1.5, 11.5, 0, "timeout", 0, 0, 0, None, None, None), (1.6, 1.6, 1.61, 503, "http", 5, 0, 0, None, None, None),
+             (1.7, None, None, 0, NOT_SENT, 0, 0, 0, None, None, None)]
     plan = LoadPlan.from_stages("open", [(1, 100), (1, 100)], start=100)
     win = analysis.windows(frame(rows), 1.0, plan)
     assert list(win["t"]) == [0.0, 1.0]
@@ -73,7 +73,7 @@ def test_poisson_offered_load_is_the_plans_own_schedule() -> None:
 
 def test_in_flight_is_the_exact_time_average() -> None:
     # 100 req/s, 50 ms each: 5 in flight; a single 2.5 s request adds 1 in flight for its span
-    rows = steady(100, 4, 0.05) + [(0.5, 0.5, 3.0, 200, "", 1, 0, 0, None, None)]
+    rows = steady(100, 4, 0.05) + [(0.5, 0.5, 3.0, 200, "", 1, 0, 0, None, None, None)]
     win = analysis.windows(frame(rows), 1.0, until=4.0)
     assert win["in_flight"].tolist() == pytest.approx([5.4, 6.0, 6.0, 5.0])
     assert analysis.time_in_flight(np.array([0.0, 0.5]), np.array([1.0, 2.0]), np.array([0.0, 1.0, 2.0])) == \
@@ -94,7 +94,7 @@ def test_littles_law_holds_for_a_sound_measurement_and_catches_lost_samples() ->
 
     # closed model: 5 users back to back, 50 ms per request -> 100 req/s x 0.05 s = 5 users
     closed = LoadPlan.from_stages("closed", [(10, 5)], start=5)
-    users = [(t, t, t + 0.05, 200, "", 1, 0, 0, None, None)
+    users = [(t, t, t + 0.05, 200, "", 1, 0, 0, None, None, None)
              for u in range(5) for t in np.arange(0, 10, 0.05) + u * 0.01]
     assert analysis.little_check(analysis.windows(frame(users), 1.0, closed), "closed")["consistent"]
     idle = [r for r in users if int(r[0] * 20) % 4]  # users idle a quarter of the time: generator overhead
