@@ -6,15 +6,16 @@ must not be negative`), with a "did you mean" hint for misspelt keys.
 from __future__ import annotations
 
 import difflib
-import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from harness import schema_errors
 from harness.durations import parse_duration
 from harness.errors import UserError
+from harness.overrides import apply_override
 from harness.thresholds import Threshold, parse_threshold
 from target_server.config import LOCK_MODES, MODEL_NAMES, WORKER_CLASSES, ServerConfig
 
@@ -369,87 +370,5 @@ def resolve(base_dir: Path, name: str) -> Path:
 
 
 def format_error(err: dict[str, Any]) -> str:
-    loc = format_location(err["loc"])
-    if err["type"] == "extra_forbidden":
-        key = str(err["loc"][-1])
-        allowed = allowed_keys(err["loc"][:-1])
-        near = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-        hint = f"; did you mean {near[0]!r}?" if near else (f"; allowed: {', '.join(allowed)}" if allowed else "")
-        return f"{loc}: unknown key{hint}"
-    message = err["msg"]
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if message.startswith(prefix):
-            message = message[len(prefix):]
-    if err["type"] == "missing":
-        message = "required key is missing"
-    return f"{loc or '(top level)'}: {message}"
-
-
-def format_location(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif not out:
-            out = str(part)
-        elif part in ("function-plain[<lambda>()]",) or str(part).startswith(("function-", "constrained-")):
-            continue
-        else:
-            out += f".{part}"
-    return out
-
-
-def allowed_keys(loc: tuple[Any, ...]) -> list[str]:
-    """The keys a mapping at `loc` may have, found by walking the schema."""
-    model: Any = Scenario
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        model = _model_in(field.annotation)
-    return sorted(getattr(model, "model_fields", {}))
-
-
-def _model_in(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def apply_override(doc: dict[str, Any], override: str) -> None:
-    """`load.stages[1].duration=2m` sets one value (parsed as YAML) in the raw document."""
-    import re
-
-    if "=" not in override:
-        raise UserError(f"--set {override!r}: write KEY.PATH=VALUE, e.g. load.stages[1].duration=2m")
-    path, raw = override.split("=", 1)
-    tokens = re.findall(r"[^.\[\]]+|\[\d+\]", path)
-    if not tokens or "".join(t if t.startswith("[") else "." + t for t in tokens).lstrip(".") != path:
-        raise UserError(f"--set {override!r}: cannot read the key path {path!r}")
-    value = yaml.safe_load(raw)
-    node: Any = doc
-    for i, token in enumerate(tokens):
-        last = i == len(tokens) - 1
-        key: Any = int(token[1:-1]) if token.startswith("[") else token
-        if isinstance(key, int):
-            if not isinstance(node, list) or key >= len(node):
-                raise UserError(f"--set {override!r}: {format_location(tuple(_keys(tokens[:i])))} "
-                                f"has no item [{key}]")
-        elif not isinstance(node, dict):
-            raise UserError(f"--set {override!r}: {format_location(tuple(_keys(tokens[:i])))} is not a mapping")
-        if last:
-            node[key] = value
-        else:
-            if isinstance(key, str) and key not in node:
-                node[key] = {}
-            node = node[key]
-
-
-def _keys(tokens: list[str]) -> list[Any]:
-    return [int(t[1:-1]) if t.startswith("[") else t for t in tokens]
+    """One pydantic error of a scenario as `location: message`, with a hint for a misspelled key."""
+    return schema_errors.format_error(err, Scenario)

@@ -8,7 +8,8 @@ import yaml
 
 from harness.durations import parse_duration
 from harness.errors import EXIT_BAD_INPUT, UserError
-from harness.scenario import apply_override, load_scenario, validate
+from harness.overrides import apply_override
+from harness.scenario import load_scenario, validate
 from harness.thresholds import parse_threshold
 
 SPIKE_EXAMPLE = """
