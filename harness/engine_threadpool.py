@@ -115,7 +115,7 @@ class _Generator:
         except RequestFailed as exc:
             end = time.monotonic()
             row = (intended, start - t0, end - t0, 0, exc.kind, 0, self._stage_of(intended),
-                   self.spec.gen, None, None)
+                   self.spec.gen, None, None, None)
             counters.errors += 1
             refused = exc.kind == CONNECT
         else:

@@ -8,9 +8,12 @@ writes its own `samples-<gen>.csv`; readers concatenate them (optionally gzip-co
 from __future__ import annotations
 
 import os
+import sys
 import threading
+import traceback
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 from harness.http_client import parse_server_timing
 
@@ -25,7 +28,7 @@ FLUSH_CHUNK = 256  # rows formatted per write()
 #  srv_total_ms|None). A request thread may leave the raw Server-Timing header value (bytes) in
 # place of srv_queue_ms, the other two None: it is parsed here, by the writer thread, off the
 # request path.
-Row = tuple
+Row = tuple[float, float | None, float | None, int, str, int, int, int, Any, float | None, float | None]
 
 
 _PLAIN = "%.6f,%.6f,%.6f,%d,%s,%d,%d,%d,,,\n"  # a sent request without Server-Timing (the common row)
@@ -65,6 +68,7 @@ class SampleWriter:
         self._thread = threading.Thread(target=self._run, name="sample-writer", daemon=True)
         self._thread.start()
         self.written = 0
+        self.unwritable = 0
 
     def append(self, row: Row) -> None:  # replaced per instance by deque.append (see __init__)
         self._rows.append(row)
@@ -75,14 +79,25 @@ class SampleWriter:
 
     def flush(self) -> None:
         """Write every queued row, FLUSH_CHUNK lines per write(): each write releases the GIL, so
-        request threads waiting for it are not held up by a long batch."""
+        request threads waiting for it are not held up by a long batch. A row that cannot be
+        formatted (a bug) is reported and skipped; it never costs the rows around it."""
         rows = self._rows
         while rows:
             lines = []
             while rows and len(lines) < FLUSH_CHUNK:
-                lines.append(format_row(rows.popleft()))
+                row = rows.popleft()
+                try:
+                    lines.append(format_row(row))
+                except (TypeError, ValueError):
+                    self._report_bad_row(row)
             os.write(self._fd, "".join(lines).encode())
             self.written += len(lines)
+
+    def _report_bad_row(self, row: Any) -> None:
+        self.unwritable += 1
+        if self.unwritable == 1:
+            print(f"sample writer for {self.path}: cannot write row {row!r}:\n{traceback.format_exc()}",
+                  file=sys.stderr, flush=True)
 
     def close(self) -> None:
         self._stop.set()

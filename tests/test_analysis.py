@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import time
 from pathlib import Path
 
 import numpy as np
@@ -132,3 +133,19 @@ def test_generator_cpu_verdict() -> None:
     verdict = validity.Verdict()
     validity.judge_generator_cpu(resources, 0.0, 3.0, verdict)
     assert len(verdict.reasons) == 1 and "generator process 7" in verdict.reasons[0]
+
+
+def test_failed_request_rows_round_trip_and_a_bad_row_costs_no_other(tmp_path: Path) -> None:
+    """Every row shape the engines write (answered, failed, not sent) survives the writer; a
+    malformed row (a bug) is skipped alone instead of stopping the writer thread."""
+    writer = SampleWriter(tmp_path / "samples-0.csv", flush_interval=0.01)
+    writer.append((0.0, 0.0, 0.01, 200, "", 10, 0, 0, b"queue;dur=1, infer;dur=2, total;dur=4", None, None))
+    writer.append((0.1, 0.1, 1.1, 0, "timeout", 0, 0, 0, None, None, None))
+    writer.append((0.2, 0.2, 0.3, 0, "bad", 0))  # malformed
+    writer.append((0.3, None, None, 0, NOT_SENT, 0, 0, 0, None, None, None))
+    time.sleep(0.1)  # let the background thread flush while the writer is open
+    writer.append((0.4, 0.4, 0.5, 503, "http", 5, 0, 0, None, None, None))
+    writer.close()
+    df = analysis.load_samples(tmp_path)
+    assert list(df["error"]) == ["", "timeout", NOT_SENT, "http"] and writer.unwritable == 1
+    assert (df["srv_queue_ms"].iloc[0], df["srv_infer_ms"].iloc[0], df["srv_total_ms"].iloc[0]) == (1.0, 2.0, 4.0)
