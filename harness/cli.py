@@ -7,13 +7,26 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.durations import parse_duration
 from harness.errors import EXIT_INTERRUPTED, EXIT_INVALID_RUN, UserError
 
+if TYPE_CHECKING:
+    from harness.scenario import Scenario
+
 EPILOG = """exit codes: 0 passed, 1 a threshold failed, 2 bad usage or input,
 3 run invalid or target unusable, 130 interrupted (partial results kept)"""
+
+
+def port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is outside 0-65535")
+    return port
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,12 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     ui = sub.add_parser("ui", help="start the scenario's target and Locust's web UI pointed at it")
     ui.add_argument("scenario", help="scenario YAML file (its target, payload and endpoint are used)")
+    ui.set_defaults(repeat=None)
     ui.add_argument("--out", type=Path, help="run folder for the samples (default: reports/<timestamp>-<name>-ui)")
     ui.add_argument("--url", help="use this already-running endpoint instead of the scenario's target")
     ui.add_argument("--web-host", default="127.0.0.1",
                     help="address of the web UI (0.0.0.0 exposes it; HARNESS_WEB_AUTH=USER:PASSWORD in the "
                          "environment requires that login)")
-    ui.add_argument("--web-port", type=int, default=None,
+    ui.add_argument("--web-port", type=port_number, default=None,
                     help="port of the web UI (default: 8089, or any free port when 8089 is taken)")
     ui.add_argument("--workers", type=int, default=0, help="Locust worker processes (0 = one local process)")
     ui.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -159,7 +173,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _overrides(args: argparse.Namespace) -> list[str]:
     overrides = list(args.overrides)
-    if getattr(args, "repeat", None) is not None:
+    if args.repeat is not None:
         overrides.append(f"repeat={args.repeat}")
     if args.url:
         overrides += [f"target.url={args.url}", "target.server=null"]
@@ -206,29 +220,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     return int(result["exit_code"])
 
 
-def _run_repeated(scenario: Any, path: Path, run_dir: Path, quiet: bool) -> int:
+def _run_repeated(scenario: Scenario, path: Path, run_dir: Path, quiet: bool) -> int:
     """`repeat: N`: N complete runs in RUN_DIR/repeat-K, then the spread between them."""
     from harness import repeats, summary as summary_mod
     from harness.runner import Run
 
+    once = scenario.model_copy(update={"repeat": 1})  # each repeat folder's scenario.yaml runs once
+
     def one(folder: Path) -> dict[str, Any]:
-        result = Run(scenario, path, folder, quiet=quiet).execute()
+        result = Run(once, path, folder, quiet=quiet).execute()
         if "requests" in result:
             print(f"{folder.name}: {result['rps']:.1f} req/s, p95 {result['latency_ms']['p95']:.2f} ms, "
                   f"errors {result['errors']}, exit {result['exit_code']}", flush=True)
-        if (folder / summary_mod.SUMMARY_FILE).exists():
-            _report_after_run(folder)
+        if (folder / summary_mod.SUMMARY_FILE).exists() and not _report_after_run(folder):
+            return {**result, "interrupted": True}  # Ctrl-C while its report rendered: stop repeating
         return result
 
     doc = repeats.run_repeats(scenario.repeat, run_dir, one, lambda text: print(text, file=sys.stderr, flush=True))
     if doc["repeats"]:
         print(repeats.format_table(doc))
-    print(f"run folder: {run_dir} ({doc['completed']} of {doc['planned']} repeats; {repeats.REPEATS_FILE})")
+    print(f"run folder: {run_dir} ({doc['completed']} of {doc['planned']} repeats complete; "
+          f"{repeats.REPEATS_FILE})")
     return int(doc["exit_code"])
 
 
-def _report_after_run(run_dir: Path) -> None:
-    """Write report.html; a failure here never costs the run its summary or exit code."""
+def _report_after_run(run_dir: Path) -> bool:
+    """Write report.html; a failure here never costs the run its summary or exit code.
+
+    Returns False when Ctrl-C interrupted the rendering (the caller should stop there)."""
     from harness.report import write_report
 
     try:
@@ -236,9 +255,11 @@ def _report_after_run(run_dir: Path) -> None:
     except KeyboardInterrupt:
         print(f"warning: report not written (interrupted); render it with: python -m harness report {run_dir}",
               file=sys.stderr)
+        return False
     except Exception as exc:  # noqa: BLE001 - a report bug must leave the run's results intact
         print(f"warning: report not written ({type(exc).__name__}: {exc}); "
               f"render it with: python -m harness report {run_dir}", file=sys.stderr)
+    return True
 
 
 def cmd_report(args: argparse.Namespace) -> int:

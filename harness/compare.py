@@ -13,7 +13,7 @@ import pandas as pd
 from harness import compare_charts
 from harness.errors import UserError
 from harness.htmlpage import badge, esc, fmt, image, page, table
-from harness.repeats import expand_repeats
+from harness.repeats import REPEAT_DIR, expand_repeats, repeat_dirs
 from harness.runfolder import RunAnalysis, analyse_run, settings
 from harness.summary import SUMMARY_FILE
 
@@ -28,14 +28,16 @@ OTHER = [("requests", "requests measured"), ("rps", "req/s (sent)"), ("p90_ms", 
 
 
 def expand_run_dirs(args: list[str]) -> list[Path]:
-    """Run folders from the command line; quoted globs match folders holding a summary.json."""
+    """Run folders from the command line; quoted globs match run folders (with a summary.json)
+    and folders of repeats; a folder of repeats stands for its repeats."""
     runs: list[Path] = []
     for arg in args:
         if any(c in arg for c in "*?["):
-            matches = sorted(Path(p) for p in glob.glob(arg) if (Path(p) / SUMMARY_FILE).is_file())
+            matches = sorted(Path(p) for p in glob.glob(arg)
+                             if (Path(p) / SUMMARY_FILE).is_file() or repeat_dirs(Path(p)))
             if not matches:
                 raise UserError(f"{arg}: matches no run folder (a folder with {SUMMARY_FILE})")
-            runs += matches
+            runs += expand_repeats(matches)
         else:
             runs += expand_repeats([Path(arg)])
     unique = list(dict.fromkeys(runs))
@@ -49,7 +51,8 @@ def run_labels(analyses: list[RunAnalysis]) -> list[str]:
     every = [settings(ra.summary) for ra in analyses]
     keys = list(dict.fromkeys(k for s in every for k in s))
     differ = [k for k in keys if len({repr(s.get(k)) for s in every}) > 1]
-    labels = [" ".join(f"{k}={s.get(k)}" for k in differ) or ra.run_dir.name for s, ra in zip(every, analyses)]
+    labels = [" ".join(f"{k}={s.get(k)}" for k in differ) or folder_label(ra.run_dir)
+              for s, ra in zip(every, analyses)]
     seen: dict[str, int] = {}
     unique = []
     for label in labels:
@@ -58,9 +61,14 @@ def run_labels(analyses: list[RunAnalysis]) -> list[str]:
     return unique
 
 
+def folder_label(run_dir: Path) -> str:
+    """The folder's name; a repeat is named with its parent (`nightly/repeat-2`)."""
+    return f"{run_dir.parent.name}/{run_dir.name}" if REPEAT_DIR.match(run_dir.name) else run_dir.name
+
+
 def figures(ra: RunAnalysis, label: str) -> dict[str, Any]:
     s, lat = ra.summary, ra.summary["latency_ms"]
-    return {"run": ra.run_dir.name, "label": label, "scenario": s["name"], "valid": s["valid"],
+    return {"run": folder_label(ra.run_dir), "label": label, "scenario": s["name"], "valid": s["valid"],
             "passed": s["passed"], "requests": s["requests"], "rps": s["rps"], "ok_rps": s["ok_rps"],
             "error_rate": s["error_rate"], "p50_ms": lat["p50"], "p90_ms": lat["p90"], "p95_ms": lat["p95"],
             "p99_ms": lat["p99"], "max_ms": lat["max"], "server_cpu_percent": s["server"]["cpu_percent_mean"],

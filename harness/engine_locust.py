@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,18 +17,13 @@ from typing import Any
 
 from harness.errors import TargetUnusable
 from harness.plan import LoadPlan
+from harness.ports import free_port
 from harness.scenario import Scenario
 from harness.tail import SampleTail
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "locustfiles" / "inference.py"
 PLAN_ENV = "HARNESS_LOCUST_PLAN"
 PARENT_ENV = "HARNESS_PARENT_PID"  # only for Locust processes this harness starts itself
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def plan_document(scenario: Scenario, plan: LoadPlan, bodies: list[bytes], headers: dict[str, str],

@@ -5,7 +5,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
@@ -111,7 +111,7 @@ def bootstrap_ratio(run: list[np.ndarray], base: list[np.ndarray], statistic: st
     return point, float(low), float(high)
 
 
-def _draws(groups: list[np.ndarray], stat: Any, rng: np.random.Generator) -> np.ndarray:
+def _draws(groups: list[np.ndarray], stat: Callable[..., Any], rng: np.random.Generator) -> np.ndarray:
     if len(groups) == 1:
         values = groups[0]
         return stat(rng.choice(values, (BOOTSTRAP_RESAMPLES, values.size)), axis=1)

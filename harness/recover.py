@@ -1,8 +1,9 @@
 """A run whose harness was killed (SIGKILL, power loss) leaves samples but no summary.json.
 
-The runner writes the run's metadata to `run.json` before the load starts; from it, the resolved
-`scenario.yaml` and the samples on disk, `harness report` rebuilds a summary marked partial and
-interrupted, so the partial run can still be read, reported and compared.
+The runner writes the run's metadata (and the machine's) to `run.json` before the load starts;
+from it, the resolved `scenario.yaml` and the samples on disk, `harness report` rebuilds a
+summary marked partial and interrupted (with a note saying so), so the partial run can still be
+read, reported and compared.
 """
 from __future__ import annotations
 
@@ -19,12 +20,14 @@ from harness.plan import plan_from_scenario
 from harness.scenario import Scenario
 
 META_FILE = "run.json"
-KILLED_REASON = ("the harness ended without writing a summary (killed?); this summary was rebuilt "
-                 "from the samples on disk")
+KILLED_NOTE = ("the harness ended without writing a summary (killed?); this summary was rebuilt "
+               "from the samples on disk by `harness report`")
 
 
 def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
-    (Path(run_dir) / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    """The run's metadata and the machine it ran on, as they were when the load started."""
+    doc = {**meta, "environment": summary_mod.environment()}
+    (Path(run_dir) / META_FILE).write_text(json.dumps(doc, indent=2, default=str) + "\n")
 
 
 def rebuild_summary(run_dir: Path) -> dict[str, Any]:
@@ -42,8 +45,12 @@ def rebuild_summary(run_dir: Path) -> dict[str, Any]:
     df = analysis.load_samples(run_dir)
     if df.empty:
         raise UserError(f"{run_dir}: no samples (samples-*.csv) to report on")
+    environment = meta.pop("environment", None)
     result = summary_mod.build(run_dir, meta=meta, plan=plan_from_scenario(scenario),
                                thresholds=scenario.parsed_thresholds, max_in_flight=scenario.load.max_in_flight,
-                               stopped_at=float(df["intended"].max()), interrupted=True, reasons=[KILLED_REASON])
+                               stopped_at=float(df["intended"].max()), interrupted=True, reasons=[],
+                               notes=[KILLED_NOTE])
+    if environment is not None:  # the machine of the run, not of the report
+        result["environment"] = environment
     summary_mod.write(run_dir, result)
     return result

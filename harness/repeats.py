@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import statistics
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,55 +25,71 @@ FIGURES = [("rps", "req/s"), ("latency_ms.p50", "p50 ms"), ("latency_ms.p95", "p
 
 
 def repeat_dirs(folder: Path) -> list[Path]:
-    """The repeat-K run folders (holding a summary) of a repeated run, in K order; [] otherwise."""
+    """The repeat-K folders of a repeated run (complete or not), in K order; [] for anything else."""
+    folder = Path(folder)
     if not folder.is_dir() or (folder / SUMMARY_FILE).exists():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir()
-             if (m := REPEAT_DIR.match(p.name)) and (p / SUMMARY_FILE).is_file()]
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := REPEAT_DIR.match(p.name))]
     return [p for _, p in sorted(found)]
 
 
 def expand_repeats(paths: list[Path]) -> list[Path]:
-    """Replace each folder of repeats by its repeat folders; leave run folders and summaries as they are."""
+    """Replace each folder of repeats by its complete repeat folders, saying which ones are skipped."""
     out: list[Path] = []
     for path in paths:
-        out += repeat_dirs(Path(path)) or [Path(path)]
+        repeats = repeat_dirs(Path(path))
+        if not repeats:
+            out.append(Path(path))
+            continue
+        for folder in repeats:
+            if (folder / SUMMARY_FILE).is_file():
+                out.append(folder)
+            else:
+                print(f"note: skipping {folder}: no {SUMMARY_FILE} (the run was killed? "
+                      f"`python -m harness report {path}` rebuilds it)", file=sys.stderr)
     return out
 
 
 def run_repeats(count: int, run_dir: Path, execute: Callable[[Path], dict[str, Any]],
                 say: Callable[[str], None]) -> dict[str, Any]:
-    """Execute the run `count` times into repeat-K folders; stop early on Ctrl-C. Writes repeats.json."""
+    """Execute the run `count` times into repeat-K folders; stop early when one is interrupted.
+
+    repeats.json is written whatever happens, with the repeats measured so far (an exception,
+    e.g. a bundled server that no longer starts, still propagates afterwards)."""
     results: list[tuple[Path, dict[str, Any]]] = []
-    for k in range(1, count + 1):
-        folder = run_dir / f"repeat-{k}"
-        folder.mkdir(parents=True, exist_ok=True)
-        say(f"repeat {k}/{count}: {folder}")
-        result = execute(folder)
-        results.append((folder, result))
-        if result.get("interrupted"):
-            say(f"interrupted during repeat {k} of {count}; the repeats so far are kept")
-            break
-    doc = spread(results, count)
-    (run_dir / REPEATS_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+    try:
+        for k in range(1, count + 1):
+            folder = run_dir / f"repeat-{k}"
+            folder.mkdir(parents=True, exist_ok=True)
+            say(f"repeat {k}/{count}: {folder}")
+            result = execute(folder)
+            results.append((folder, result))
+            if result.get("interrupted"):
+                say(f"interrupted during repeat {k} of {count}; the repeats so far are kept")
+                break
+    finally:
+        doc = spread(results, count)
+        (run_dir / REPEATS_FILE).write_text(json.dumps(doc, indent=2) + "\n")
     return doc
 
 
 def spread(results: list[tuple[Path, dict[str, Any]]], planned: int) -> dict[str, Any]:
-    """Every repeat's headline figures, and per figure the mean, range and coefficient of variation."""
-    measured = [(folder, r) for folder, r in results if "requests" in r]
+    """Every repeat's headline figures; per figure over the complete repeats (partial ones are
+    listed but left out), the mean, range and coefficient of variation (sample stdev / mean)."""
     rows = [{"folder": folder.name, "exit_code": r["exit_code"], "valid": r["valid"], "partial": r["partial"],
-             **{key: lookup(r, key) for key, _ in FIGURES}} for folder, r in measured]
+             **{key: lookup(r, key) for key, _ in FIGURES}} for folder, r in results if "requests" in r]
+    complete = [row for row in rows if not row["partial"]]
     figures = {}
     for key, _ in FIGURES:
-        values = [float(row[key]) for row in rows if row[key] is not None]
+        values = [float(row[key]) for row in complete if row[key] is not None]
         if values:
             mean = statistics.fmean(values)
-            figures[key] = {"mean": mean, "min": min(values), "max": max(values),
-                            "cv": statistics.pstdev(values) / mean if mean else None}
+            cv = statistics.stdev(values) / mean if len(values) > 1 and mean else None
+            figures[key] = {"mean": mean, "min": min(values), "max": max(values), "cv": cv}
     codes = [r["exit_code"] for _, r in results]
-    return {"planned": planned, "completed": len(rows), "repeats": rows, "spread": figures,
-            "exit_code": EXIT_INTERRUPTED if any(r.get("interrupted") for _, r in results) else max(codes)}
+    interrupted = any(r.get("interrupted") for _, r in results)
+    return {"planned": planned, "completed": len(complete), "repeats": rows, "spread": figures,
+            "exit_code": EXIT_INTERRUPTED if interrupted else max(codes, default=EXIT_INTERRUPTED)}
 
 
 def format_table(doc: dict[str, Any]) -> str:
@@ -80,7 +97,8 @@ def format_table(doc: dict[str, Any]) -> str:
     header = ["repeat", *(label for _, label in FIGURES), "valid"]
     lines = [header]
     for row in doc["repeats"]:
-        lines.append([row["folder"], *(_fmt(row[key]) for key, _ in FIGURES), "yes" if row["valid"] else "NO"])
+        valid = ("yes" if row["valid"] else "NO") + (" (partial: not in the spread)" if row["partial"] else "")
+        lines.append([row["folder"], *(_fmt(row[key]) for key, _ in FIGURES), valid])
     for name in ("mean", "min", "max", "cv"):
         lines.append([name, *(_fmt(doc["spread"].get(key, {}).get(name), pct=name == "cv") for key, _ in FIGURES),
                       ""])

@@ -6,9 +6,7 @@ a summary of what ran is written when the UI is stopped.
 from __future__ import annotations
 
 import datetime as dt
-import errno
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -19,38 +17,24 @@ from harness.engine_locust import LocustProcesses, plan_document
 from harness.errors import EXIT_INTERRUPTED, UserError
 from harness.payload import bodies
 from harness.plan import LoadPlan, plan_from_scenario
+from harness.ports import free_port, port_taken
 from harness.runner import Interrupted, Run, stop_signals
 from harness.scenario import Scenario
-from locustfiles.web_auth import WEB_AUTH_ENV, parse_credentials
+from harness.web_auth import WEB_AUTH_ENV, parse_credentials
 
 DEFAULT_WEB_PORT = 8089  # Locust's own default
 
 
-def port_is_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return False
-            raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    return True
-
-
 def choose_web_port(host: str, asked: int | None) -> int:
     """The asked port, or Locust's 8089 when free, else any free port: a second UI must not collide."""
-    if asked is not None:
-        if asked and not port_is_free(host, asked):
-            raise UserError(f"--web-port {asked}: {host}:{asked} is already in use")
-        return asked or pick_free_port(host)
-    return DEFAULT_WEB_PORT if port_is_free(host, DEFAULT_WEB_PORT) else pick_free_port(host)
-
-
-def pick_free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    try:
+        if asked is not None:
+            if asked and port_taken(host, asked):
+                raise UserError(f"--web-port {asked}: {host}:{asked} is already in use")
+            return asked or free_port(host)
+        return free_port(host) if port_taken(host, DEFAULT_WEB_PORT) else DEFAULT_WEB_PORT
+    except OSError as exc:
+        raise UserError(f"--web-host {host}: cannot listen there: {exc.strerror or exc}") from None
 
 
 def describe_auth() -> str:

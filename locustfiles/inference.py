@@ -22,8 +22,8 @@ from locust import FastHttpUser, LoadTestShape, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
 from harness.samples import SampleWriter, format_row
+from harness.web_auth import WEB_AUTH_ENV, parse_credentials, require_basic_auth
 from plan_bridge import PARENT_ENV, Bridge, Clock, RelayedSamples, not_sent_row, response_row, shift
-from web_auth import WEB_AUTH_ENV, parse_credentials, require_basic_auth
 
 BRIDGE = Bridge.from_environment()
 PLAN = BRIDGE.load_plan()

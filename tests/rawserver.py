@@ -8,6 +8,7 @@ import threading
 from typing import Callable
 
 Handler = Callable[[socket.socket], None]
+OK_JSON = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"  # keep-alive 200
 
 
 def read_request(sock: socket.socket) -> bytes:

@@ -203,5 +203,6 @@ def test_harness_killed_leaves_intact_samples_a_report_and_no_server(tmp_path: P
     assert "rebuilt" in report.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["partial"] and summary["interrupted"] and summary["requests"] > 0
-    assert any("rebuilt from the samples" in r for r in summary["invalid_reasons"])
+    assert any("rebuilt from the samples" in n for n in summary["notes"])
+    assert summary["environment"] == json.loads((out / "run.json").read_text())["environment"]
     assert "PARTIAL" in (out / "report.html").read_text().upper()

@@ -15,6 +15,7 @@ import yaml
 from harness import gate, summary as summary_mod
 from harness.errors import UserError
 from harness.plan import LoadPlan
+from harness.repeats import expand_repeats
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -188,7 +189,7 @@ def test_one_slow_repeat_out_of_three_is_not_a_regression_but_three_are(tmp_path
 
     # the same windows pooled as if each side were one run would look like a sure regression
     def pooled(folder: Path) -> list[np.ndarray]:
-        return [np.concatenate(gate.load_side(gate.expand_repeats([folder]), 1.0).values("ok_rps"))]
+        return [np.concatenate(gate.load_side(expand_repeats([folder]), 1.0).values("ok_rps"))]
 
     assert gate.bootstrap_ratio(pooled(one_slow), pooled(base), "mean", 0.95)[2] < 0.95
 

@@ -90,7 +90,6 @@ def test_web_ui_swarm_start_count_stop(tmp_path: Path) -> None:
     assert_all_gone(out)
 
 
-OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 
 
 def test_ui_moves_off_a_taken_port_and_requires_its_login(tmp_path: Path) -> None:
@@ -98,7 +97,7 @@ def test_ui_moves_off_a_taken_port_and_requires_its_login(tmp_path: Path) -> Non
     HARNESS_WEB_AUTH login every page and API call is refused, so nobody else can start load."""
     import requests
 
-    from tests.rawserver import RawServer, respond_forever
+    from tests.rawserver import OK_JSON, RawServer, respond_forever
 
     held = socket.socket()
     try:
@@ -108,7 +107,7 @@ def test_ui_moves_off_a_taken_port_and_requires_its_login(tmp_path: Path) -> Non
         pass  # already taken by another process: the situation under test
     out, log = tmp_path / "ui-run", tmp_path / "ui.log"
     env = {**os.environ, "HARNESS_WEB_AUTH": "tester:s3cret:with-colon"}
-    with RawServer(respond_forever(OK)) as target, open(log, "w") as log_file:
+    with RawServer(respond_forever(OK_JSON)) as target, open(log, "w") as log_file:
         target_url = f"http://127.0.0.1:{target.port}"
         proc = subprocess.Popen([sys.executable, "-m", "harness", "ui", str(ROOT / "scenarios" / "smoke.yaml"),
                                  "--out", str(out), "--url", target_url], cwd=ROOT, stdout=log_file,
@@ -133,8 +132,6 @@ def test_ui_moves_off_a_taken_port_and_requires_its_login(tmp_path: Path) -> Non
             swarm = {"user_count": 2, "spawn_rate": 10, "host": target_url}
             assert requests.post(ui + "/swarm", data=swarm, timeout=5).status_code == 401
             assert requests.get(ui + "/stats/requests", auth=("tester", "wrong"), timeout=5).status_code == 401
-            time.sleep(1.0)
-            assert not list(out.glob("samples*.csv")) or (out / "samples-0.csv").read_text().count("\n") <= 1
 
             login = ("tester", "s3cret:with-colon")
             assert requests.get(ui + "/", auth=login, timeout=5).status_code == 200
