@@ -14,18 +14,16 @@ EXIT_PORT_IN_USE = 3
 
 
 def port_in_use(host: str, port: int) -> str | None:
-    """Say so at once when the address is taken (gunicorn would retry for 5 s, then log a bare error)."""
+    """Say so at once when the address is taken (gunicorn would retry for 5 s, then log a bare error).
+
+    Probed as gunicorn binds: IPv6 for an IPv6 literal, IPv4 otherwise, with SO_REUSEADDR."""
     if port == 0:
         return None
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        return f"cannot resolve --host {host}: {exc}"
-    family, _, _, _, address = infos[0]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(address)
+            probe.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 return f"{host}:{port} is already in use (pick another --port, or --port 0 for any free one)"
