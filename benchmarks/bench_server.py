@@ -45,8 +45,8 @@ SEED_MLP_ARGS = ["--model", "mlp", "--workers", "2", "--worker-class", "sync", "
 # One worker with a thread per connection, so all 32 in-flight requests can share one forward
 # (0.18 ms per row at batch 32 against 2.3 ms at batch 1 on one core); one torch thread leaves the
 # other core to the HTTP threads (one process holds one GIL). Wait at most 2 ms, and only for
-# requests already being parsed. (2 workers x 16 threads was measured too: smaller batches and
-# more CPU per request.)
+# requests already being parsed. (2 workers x 16 threads was measured too, also after the lean
+# inference path: batches of ~9 rows instead of ~17, more CPU per request, twice the p99.)
 BATCHED_MLP_ARGS = ["--model", "mlp", "--workers", "1", "--worker-class", "gthread", "--threads", "32",
                     "--max-batch", "32", "--max-wait-ms", "2", "--torch-threads", "1"]
 

@@ -4,6 +4,10 @@ Policy (Triton's default plus one refinement): when the model becomes free it ta
 queued, up to `max_batch` rows. It waits for more (at most `max_wait_s` after the oldest queued
 request arrived) only while other requests are already being parsed in this worker, so a lone
 request at low load never waits for batch-mates that are not coming.
+
+Submitters wake the batcher only when that changes what it waits for (the queue stops being empty,
+a full batch is queued, nobody is parsing any more): every needless wake-up is a thread switch and
+a GIL hand-over in a process whose one GIL also serves all the HTTP threads.
 """
 from __future__ import annotations
 
@@ -56,6 +60,7 @@ class DynamicBatcher:
         self.timeout_s = timeout_s
         self._cv = threading.Condition(threading.Lock())
         self._queue: deque[_Pending] = deque()
+        self._queued_rows = 0
         self._incoming = 0
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="dynamic-batcher", daemon=True)
@@ -74,7 +79,8 @@ class DynamicBatcher:
         except BaseException:
             with self._cv:
                 self._incoming -= 1
-                self._cv.notify()
+                if self._incoming == 0:
+                    self._cv.notify()
             raise
         return self._enqueue(matrix, announced=True)
 
@@ -89,14 +95,18 @@ class DynamicBatcher:
             if self._closed:
                 raise Overloaded("server is shutting down")
             if len(self._queue) >= self.queue_limit:
-                self._cv.notify()
+                if self._incoming == 0:
+                    self._cv.notify()
                 raise Overloaded(f"batch queue is full ({self.queue_limit} requests waiting)")
             self._queue.append(item)
-            self._cv.notify()
+            self._queued_rows += matrix.shape[0]
+            if len(self._queue) == 1 or self._incoming == 0 or self._queued_rows >= self.max_batch:
+                self._cv.notify()
         if not item.done.acquire(timeout=self.timeout_s):
             with self._cv:
                 if item in self._queue:
                     self._queue.remove(item)
+                    self._queued_rows -= matrix.shape[0]
                     raise Overloaded(f"request waited {self.timeout_s:g} s in the batch queue")
             item.done.acquire()  # already taken by the batcher: its forward is running
         if item.error is not None:
@@ -117,8 +127,7 @@ class DynamicBatcher:
             if not self._queue:
                 return None
             deadline = self._queue[0].enqueued + self.max_wait_s
-            while (self._incoming > 0 and not self._closed
-                   and sum(p.matrix.shape[0] for p in self._queue) < self.max_batch):
+            while self._incoming > 0 and not self._closed and self._queued_rows < self.max_batch:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     break
@@ -128,6 +137,7 @@ class DynamicBatcher:
             while self._queue and rows + self._queue[0].matrix.shape[0] <= self.max_batch:
                 rows += self._queue[0].matrix.shape[0]
                 batch.append(self._queue.popleft())
+            self._queued_rows -= rows
             return batch
 
     def _loop(self) -> None:

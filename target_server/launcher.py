@@ -19,6 +19,9 @@ from gunicorn.app.base import BaseApplication
 from target_server.config import ServerConfig
 from target_server.readiness import STATE_DIR_ENV, mark_gone
 
+# gthread runs gunicorn's gthread with keep-alive connections kept by their threads (worker.py).
+GUNICORN_WORKER_CLASSES = {"sync": "sync", "gthread": "target_server.worker.KeepAliveThreadWorker"}
+
 
 class TargetServerApplication(BaseApplication):
     def __init__(self, config: ServerConfig) -> None:
@@ -30,7 +33,7 @@ class TargetServerApplication(BaseApplication):
         settings: dict[str, Any] = {
             "bind": f"{c.host}:{c.port}",
             "workers": c.workers,
-            "worker_class": c.worker_class,
+            "worker_class": GUNICORN_WORKER_CLASSES[c.worker_class],
             "threads": c.threads,
             "timeout": c.timeout_s,
             "graceful_timeout": 5,

@@ -94,6 +94,34 @@ def test_mlp_gthread_batching_forms_batches_with_correct_outputs():
         assert single < total, "no request was served in a batch of more than one row"
 
 
+@pytest.mark.parametrize("threads", [1, 4], ids=["fewer-threads-than-connections", "thread-per-connection"])
+def test_gthread_keep_alive_connections_take_turns(threads):
+    """worker.py: a thread keeps its connection only while every connection has a thread; either way
+    interleaved keep-alive clients, a client that hangs up and pipelined requests are all served."""
+    argv = ["--model", "linear", "--workers", "1", "--worker-class", "gthread", "--threads", str(threads)]
+    with start_server(argv) as server:
+        sessions = [requests.Session() for _ in range(3)]
+        t0 = time.monotonic()
+        for _ in range(5):
+            for session in sessions:
+                assert predict(session, server.url, ARTICLE_INPUT) == [[pytest.approx(0.6)]]
+        assert time.monotonic() - t0 < 10
+        sessions[0].close()  # hangs up while its thread may be waiting for its next request
+        host, port = server.url.removeprefix("http://").split(":")
+        body = b'{"inputs": [[1.0, 2.0, 3.0]]}'
+        request = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            raw.sendall(request * 2)  # two pipelined requests in one write
+            received = b""
+            while received.count(b"HTTP/1.1 200") < 2 or not received.endswith(b"[[0.6]]}"):
+                chunk = raw.recv(65536)
+                assert chunk, received
+                received += chunk
+        for session in sessions[1:]:
+            assert predict(session, server.url, ARTICLE_INPUT) == [[pytest.approx(0.6)]]
+
+
 def test_mismatched_weights_exit_fast_with_message(tmp_path):
     path = tmp_path / "linear.pt"
     from target_server.models import SimpleModel
