@@ -32,8 +32,11 @@ def parse_json(body: bytes) -> Any:
         raise BadInput(f"invalid JSON: {exc}") from None
 
 
-def to_matrix(rows: Any, *, width: int, max_rows: int, where: str) -> np.ndarray:
-    """Validate a list of equal-width numeric rows and return it as float32 (rows, width)."""
+def to_matrix(rows: Any, *, width: int, max_rows: int, where: str, may_hold_booleans: bool = True) -> np.ndarray:
+    """Validate a list of equal-width numeric rows and return it as float32 (rows, width).
+
+    numpy turns true/false mixed with numbers into 1.0/0.0, so booleans are looked for first, but
+    only when the body has a `true` or `false` at all (`may_hold_booleans`: a fast byte search)."""
     if not isinstance(rows, list):
         raise BadInput(f"{where} must be a list of rows, got {type(rows).__name__}")
     if not rows:
@@ -48,7 +51,7 @@ def to_matrix(rows: Any, *, width: int, max_rows: int, where: str) -> np.ndarray
         array = np.array(rows)
     except (ValueError, OverflowError):
         raise BadInput(f"{where} rows are ragged or not all numbers; every row needs {width} numbers") from None
-    if array.dtype.kind not in "iuf":
+    if array.dtype.kind not in "iuf" or (may_hold_booleans and _holds_booleans(rows)):
         raise BadInput(f"{where} contains non-numeric values (strings, booleans, nulls or objects); "
                        f"every value must be a number")
     if array.ndim != 2:
@@ -62,6 +65,14 @@ def to_matrix(rows: Any, *, width: int, max_rows: int, where: str) -> np.ndarray
     return matrix
 
 
+def _holds_booleans(rows: list[Any]) -> bool:
+    return any(type(value) is bool for row in rows if isinstance(row, list) for value in row)
+
+
+def _mentions_booleans(body: bytes) -> bool:
+    return b"true" in body or b"false" in body
+
+
 def parse_predict(body: bytes, *, width: int, max_rows: int) -> np.ndarray:
     """The article's format: {"inputs": [[...], ...]}."""
     doc = parse_json(body)
@@ -69,7 +80,8 @@ def parse_predict(body: bytes, *, width: int, max_rows: int) -> np.ndarray:
         raise BadInput(f"body must be a JSON object with an \"inputs\" key, got {type(doc).__name__}")
     if "inputs" not in doc:
         raise BadInput("missing \"inputs\" key; send {\"inputs\": [[...], ...]}")
-    return to_matrix(doc["inputs"], width=width, max_rows=max_rows, where="inputs")
+    return to_matrix(doc["inputs"], width=width, max_rows=max_rows, where="inputs",
+                     may_hold_booleans=_mentions_booleans(body))
 
 
 def parse_v2(body: bytes, *, width: int, max_rows: int) -> tuple[np.ndarray, dict[str, Any]]:
@@ -108,7 +120,8 @@ def parse_v2(body: bytes, *, width: int, max_rows: int) -> tuple[np.ndarray, dic
         if rows == 0:
             raise BadInput("inputs[0] is empty; send at least one row")
         data = [data[i * cols:(i + 1) * cols] for i in range(rows)]
-    matrix = to_matrix(data, width=width, max_rows=max_rows, where="inputs[0].data")
+    matrix = to_matrix(data, width=width, max_rows=max_rows, where="inputs[0].data",
+                       may_hold_booleans=_mentions_booleans(body))
     if matrix.shape[0] != rows:
         raise BadInput(f"inputs[0].data has {matrix.shape[0]} rows; shape says {rows}")
     return matrix, doc
