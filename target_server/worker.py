@@ -30,7 +30,11 @@ class KeepAliveThreadWorker(ThreadWorker):
     def _next_request_arrives(self, conn: Any) -> bool:
         if not self.alive or getattr(conn, "is_http2", False) or self.nr_conns > self.cfg.threads:
             return False
-        if conn.parser.unreader.buf.getvalue():  # pipelined: already read
+        try:
+            pipelined = bool(conn.parser.unreader.buf.getvalue())  # gunicorn 27's internals
+        except AttributeError:  # another gunicorn: hand the connection back, as plain gthread does
+            return False
+        if pipelined:  # the next request is already read
             return True
         poller = select.poll()
         poller.register(conn.sock.fileno(), select.POLLIN)
