@@ -14,16 +14,21 @@ from pathlib import Path
 import psutil
 import pytest
 
+from harness.ports import free_port
 from tests.browser import ARTIFACTS, chrome_driver
 from tests.test_cli_e2e import ROOT, assert_all_gone
 
 pytestmark = pytest.mark.e2e
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def interrupt(proc: subprocess.Popen) -> None:
+    """Ctrl-C `harness ui` as a user would; kill it only if it does not stop within a minute."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
@@ -77,12 +82,7 @@ def test_web_ui_swarm_start_count_stop(tmp_path: Path) -> None:
     finally:
         if driver is not None:
             driver.quit()
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        interrupt(proc)
     assert proc.returncode == 0, log.read_text()[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["engine"] == "locust-ui" and summary["requests"] > 0
@@ -139,13 +139,8 @@ def test_ui_moves_off_a_taken_port_and_requires_its_login(tmp_path: Path) -> Non
             wait_for(lambda: requests.get(ui + "/stats/requests", auth=login, timeout=5).json()["total_rps"] > 0,
                      30, "the authorised swarm to send")
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                held.close()
+            interrupt(proc)
+            held.close()
     assert proc.returncode == 0, log.read_text()[-3000:]
     assert json.loads((out / "summary.json").read_text())["requests"] > 0
     gone, alive = psutil.wait_procs(children, timeout=10)
