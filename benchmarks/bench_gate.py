@@ -22,9 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.gate import run_check  # noqa: E402
-from harness.runner import REPORTS_DIR, Run  # noqa: E402
-from harness.scenario import load_scenario  # noqa: E402
+from harness.workflows.gate import run_check  # noqa: E402
+from harness.run.runner import REPORTS_DIR, Run  # noqa: E402
+from harness.scenario.schema import load_scenario  # noqa: E402
 
 
 def measure(scenario_path: Path, out: Path, overrides: list[str]) -> Path:

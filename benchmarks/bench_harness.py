@@ -49,7 +49,7 @@ from bench_tools import REPO, Background, Proc, Result, ensure_tools, run_wrk, s
 
 PY = sys.executable
 ARTICLE_BODY = {"inputs": [[1.0, 2.0, 3.0]]}
-# wrk sends the same headers as the harness (harness.payload.request_bytes), so the server does
+# wrk sends the same headers as the harness (harness.scenario.payload.request_bytes), so the server does
 # the same work per request whichever client asks
 SAME_HEADERS = 'wrk.headers["User-Agent"] = "inference-harness/0.1"\nwrk.headers["Accept"] = "*/*"\n'
 

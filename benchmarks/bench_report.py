@@ -28,10 +28,10 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness import summary as summary_mod  # noqa: E402
-from harness.plan import LoadPlan  # noqa: E402
-from harness.samples import COLUMNS  # noqa: E402
-from harness.thresholds import parse_threshold  # noqa: E402
+from harness.results import summary as summary_mod  # noqa: E402
+from harness.scenario.plan import LoadPlan  # noqa: E402
+from harness.results.samples import COLUMNS  # noqa: E402
+from harness.scenario.thresholds import parse_threshold  # noqa: E402
 
 TIME_LIMIT_S = 10.0
 MEMORY_LIMIT_MB = 1536.0

@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.durations import parse_duration
+from harness.scenario.units import parse_duration
 from harness.errors import EXIT_INTERRUPTED, EXIT_INVALID_RUN, UserError
 
 if TYPE_CHECKING:
-    from harness.scenario import Scenario
+    from harness.scenario.schema import Scenario
 
 EPILOG = """exit codes: 0 passed, 1 a threshold failed, 2 bad usage or input,
 3 run invalid or target unusable, 130 interrupted (partial results kept)"""
@@ -103,16 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from harness.runner import REPORTS_DIR
-    from harness.scenario import load_scenario
-    from harness.sweep import print_ranking, run_sweep
+    from harness.run.runner import REPORTS_DIR
+    from harness.scenario.schema import load_scenario
+    from harness.workflows.sweep import print_ranking, run_sweep
 
     scenario, path = load_scenario(Path(args.scenario), args.overrides)
     sweep_dir = args.out or REPORTS_DIR / f"sweep-{scenario.name}"
 
     def measure(one: Any, one_path: Path, folder: Path) -> dict[str, Any]:
         if one.capacity is not None:
-            from harness.capacity import search_capacity
+            from harness.workflows.capacity import search_capacity
 
             return search_capacity(one_path, args.overrides + [f"target.server={_json(one.target.server)}"],
                                    folder, _probe)
@@ -134,15 +134,15 @@ def _json(settings: Any) -> str:
 
 
 def _probe(scenario: Any, path: Path, run_dir: Path) -> dict[str, Any]:
-    from harness.runner import Run
+    from harness.run.runner import Run
 
     return Run(scenario, path, run_dir, quiet=True).execute()
 
 
 def cmd_capacity(args: argparse.Namespace) -> int:
-    from harness.capacity import search_capacity
-    from harness.runner import REPORTS_DIR
-    from harness.scenario import load_scenario
+    from harness.workflows.capacity import search_capacity
+    from harness.run.runner import REPORTS_DIR
+    from harness.scenario.schema import load_scenario
 
     scenario, path = load_scenario(Path(args.scenario), args.overrides)
     folder = args.out or REPORTS_DIR / f"capacity-{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -161,7 +161,7 @@ def cmd_capacity(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from harness.gate import format_table, run_check, write_outputs
+    from harness.workflows.gate import format_table, run_check, write_outputs
 
     verdict = run_check(args.run_dirs, args.baseline, args.overrides, args.calibration,
                         args.baseline_calibration)
@@ -181,7 +181,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _scaled(scenario_path: Path, args: argparse.Namespace) -> tuple[object, Path]:
-    from harness.scenario import load_scenario
+    from harness.scenario.schema import load_scenario
 
     scenario, path = load_scenario(scenario_path, _overrides(args))
     if args.duration:
@@ -199,8 +199,8 @@ def _scaled(scenario_path: Path, args: argparse.Namespace) -> tuple[object, Path
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness import summary as summary_mod
-    from harness.runner import Run, new_run_dir
+    from harness.results import summary as summary_mod
+    from harness.run.runner import Run, new_run_dir
 
     scenario, path = _scaled(Path(args.scenario), args)
     try:
@@ -222,8 +222,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_repeated(scenario: Scenario, path: Path, run_dir: Path, quiet: bool) -> int:
     """`repeat: N`: N complete runs in RUN_DIR/repeat-K, then the spread between them."""
-    from harness import repeats, summary as summary_mod
-    from harness.runner import Run
+    from harness.workflows import repeats
+    from harness.results import summary as summary_mod
+    from harness.run.runner import Run
 
     once = scenario.model_copy(update={"repeat": 1})  # each repeat folder's scenario.yaml runs once
 
@@ -248,7 +249,7 @@ def _report_after_run(run_dir: Path) -> bool:
     """Write report.html; a failure here never costs the run its summary or exit code.
 
     Returns False when Ctrl-C interrupted the rendering (the caller should stop there)."""
-    from harness.report import write_report
+    from harness.report.run_page import write_report
 
     try:
         print(f"report: {write_report(run_dir)}")
@@ -263,10 +264,10 @@ def _report_after_run(run_dir: Path) -> bool:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.recover import rebuild_summary
-    from harness.repeats import repeat_dirs
-    from harness.report import write_report
-    from harness.summary import SUMMARY_FILE
+    from harness.run.recover import rebuild_summary
+    from harness.workflows.repeats import repeat_dirs
+    from harness.report.run_page import write_report
+    from harness.results.summary import SUMMARY_FILE
 
     for run_dir in repeat_dirs(args.run_dir) or [args.run_dir]:  # a repeated run: one report per repeat
         if run_dir.is_dir() and not (run_dir / SUMMARY_FILE).exists():
@@ -278,7 +279,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from harness.compare import expand_run_dirs, write_comparison
+    from harness.report.compare import expand_run_dirs, write_comparison
 
     html_path, csv_path, headline = write_comparison(expand_run_dirs(args.run_dirs), args.output)
     print(f"{headline}\ncomparison: {html_path}\ntable: {csv_path}")
@@ -286,9 +287,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from harness.runner import new_run_dir
-    from harness.scenario import load_scenario
-    from harness.ui import serve_ui
+    from harness.run.runner import new_run_dir
+    from harness.scenario.schema import load_scenario
+    from harness.run.ui import serve_ui
 
     scenario, path = load_scenario(Path(args.scenario), _overrides(args))
     try:
@@ -301,7 +302,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from harness.scenario import load_scenario
+    from harness.scenario.schema import load_scenario
 
     problems: list[str] = []
     for name in args.scenario:

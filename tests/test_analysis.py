@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import analysis, validity
-from harness.samples import COLUMNS, NOT_SENT, SampleWriter
+from harness.analysis import stats as analysis
+from harness.analysis import validity
+from harness.results.samples import COLUMNS, NOT_SENT, SampleWriter
 
 
 def frame(rows: list[tuple]) -> pd.DataFrame:

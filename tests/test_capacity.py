@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from harness.capacity import CAPACITY_FILE, search_capacity
-from harness.scenario import Scenario
+from harness.workflows.capacity import CAPACITY_FILE, search_capacity
+from harness.scenario.schema import Scenario
 
 SCENARIO = """
 name: cap

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from harness import compare
+from harness.report import compare
 from tests.test_cli_e2e import assert_all_gone
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,10 +9,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness import http_client as hc
+from harness.engines import http_client as hc
 from harness.errors import EXIT_BAD_INPUT, UserError
-from harness.payload import request_bytes
-from harness.scenario import validate
+from harness.scenario.payload import request_bytes
+from harness.scenario.schema import validate
 from tests.rawserver import read_request
 
 SHIPPED = [yaml.safe_load(p.read_text()) for p in sorted(Path("scenarios").glob("*.yaml"))]

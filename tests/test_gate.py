@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from harness import gate, summary as summary_mod
+from harness.workflows import gate
+from harness.results import summary as summary_mod
 from harness.errors import UserError
-from harness.plan import LoadPlan
-from harness.repeats import expand_repeats
+from harness.scenario.plan import LoadPlan
+from harness.workflows.repeats import expand_repeats
 
 ROOT = Path(__file__).resolve().parent.parent
 

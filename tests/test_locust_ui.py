@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.ports import free_port
+from harness.engines.ports import free_port
 from tests.browser import ARTIFACTS, chrome_driver
 from tests.test_cli_e2e import ROOT, assert_all_gone
 

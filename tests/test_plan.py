@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.plan import LoadPlan
+from harness.scenario.plan import LoadPlan
 
 SPIKE = [(10, 4), (0, 48), (10, 48), (0, 4), (10, 4)]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import io
 import time
 
-from harness.plan import LoadPlan
-from harness.progress import RECENT_LATENCIES, Progress
+from harness.scenario.plan import LoadPlan
+from harness.run.progress import RECENT_LATENCIES, Progress
 
 
 def reports(n: int, per_report: int = 4096) -> list[tuple[str, int, dict]]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import repeats
+from harness.workflows import repeats
 from harness.errors import EXIT_INTERRUPTED, TargetUnusable
 
 

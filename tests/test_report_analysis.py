@@ -12,9 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import analysis, scrape, trends
-from harness.plan import LoadPlan
-from harness.samples import COLUMNS, NOT_SENT
+from harness.analysis import stats as analysis
+from harness.run import scrape
+from harness.analysis import trends
+from harness.scenario.plan import LoadPlan
+from harness.results.samples import COLUMNS, NOT_SENT
 
 
 def frame(rows: list[tuple]) -> pd.DataFrame:

@@ -78,12 +78,12 @@ def test_report_command_re_renders_and_refuses_bad_folders(smoke_run: Path, tmp_
 
 def test_a_failing_report_keeps_the_run(smoke_run: Path, monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    import harness.report
+    import harness.report.run_page
 
     def broken(run_dir: Path) -> Path:
         raise RuntimeError("chart exploded")
 
-    monkeypatch.setattr(harness.report, "write_report", broken)
+    monkeypatch.setattr(harness.report.run_page, "write_report", broken)
     cli._report_after_run(smoke_run)
     err = capsys.readouterr().err
     assert "warning: report not written (RuntimeError: chart exploded)" in err

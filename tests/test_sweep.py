@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from harness import sweep
+from harness.workflows import sweep
 from harness.errors import UserError
-from harness.scenario import Scenario, load_scenario
+from harness.scenario.schema import Scenario, load_scenario
 from tests.test_gate import fake_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,7 +99,7 @@ def test_a_real_two_combination_sweep(tmp_path: Path) -> None:
 
 
 def test_with_capacity_configured_the_sweep_ranks_by_capacity(tmp_path: Path) -> None:
-    from harness.capacity import search_capacity
+    from harness.workflows.capacity import search_capacity
     from tests.test_capacity import SCENARIO as CAPACITY, FakeTarget
 
     path = write(tmp_path, CAPACITY + "sweep:\n  server: {threads: [2, 8, 4]}\n")

@@ -1,0 +1,116 @@
+"""One run folder read and analysed once, for the run report and the comparison page."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from harness.analysis import stats as analysis
+from harness.results import summary as summary_mod
+from harness.analysis import trends
+from harness.errors import UserError
+from harness.scenario.plan import LoadPlan
+from harness.run.scrape import load_metrics
+
+SOAK_CHUNKS = 20
+
+
+@dataclass
+class RunAnalysis:
+    """Everything the pages show about one run; the raw samples are not kept (memory)."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+    plan: LoadPlan | None
+    win: pd.DataFrame  # per-second windows over the whole run, with server/generator CPU-seconds
+    resources: pd.DataFrame
+    series: pd.DataFrame  # resource_series
+    metrics: pd.DataFrame
+    spectrum: pd.DataFrame
+    histogram: tuple[np.ndarray, np.ndarray, bool]
+    knee: dict[str, Any] | None
+    soak: dict[str, Any] | None
+    little: dict[str, Any]
+    efficiency: float | None  # requests per server CPU-second over the measured window
+
+    @property
+    def warmup(self) -> float:
+        return float(self.summary["warmup_s"])
+
+    @property
+    def until(self) -> float:
+        return float(self.summary["duration_s"])
+
+    @property
+    def measured(self) -> pd.DataFrame:
+        return self.win[(self.win["t"] >= self.warmup) & (self.win["t"] < self.until)]
+
+    @property
+    def unit(self) -> str:
+        return "users" if self.summary["load_model"] == "closed" else "req/s"
+
+
+def read_plan(run_dir: Path) -> LoadPlan | None:
+    """The load plan from the run's resolved scenario.yaml (None when it is missing or unreadable)."""
+    try:
+        load = yaml.safe_load((Path(run_dir) / "scenario.yaml").read_text())["load"]
+        return LoadPlan.from_stages(load["model"], [(float(s["duration"]), float(s["target"]))
+                                                    for s in load["stages"]],
+                                    start=float(load.get("start", 0.0)), warmup=float(load.get("warmup", 0.0)),
+                                    arrival=load.get("arrival", "constant"), seed=int(load.get("seed", 0)))
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        return None
+
+
+def settings(summary: dict[str, Any]) -> dict[str, Any]:
+    """The settings that tell runs apart: server knobs, engine, load model, generator processes."""
+    server = (summary.get("target") or {}).get("server_settings") or {}
+    out: dict[str, Any] = dict(server)
+    if not server:
+        out["url"] = (summary.get("target") or {}).get("url")
+    out.update(engine=summary.get("engine"), load=summary.get("load_model"),
+               generators=summary.get("generator_processes"), scenario=summary.get("name"))
+    return out
+
+
+def analyse_run(run_dir: Path) -> RunAnalysis:
+    """Read summary.json (refusing unknown schema versions), samples, resources and metrics; analyse."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run folder")
+    summary = summary_mod.read(run_dir)
+    df = analysis.load_samples(run_dir)
+    if df.empty:
+        raise UserError(f"{run_dir}: no samples (samples-*.csv) to report on")
+    plan = read_plan(run_dir)
+    warmup, until = float(summary["warmup_s"]), float(summary["duration_s"])
+    resources = summary_mod.load_resources(run_dir)
+    win = analysis.windows(df, 1.0, plan, until=max(until, 1.0))
+    edges = np.append(win["t"].to_numpy(), win["t"].iloc[-1] + 1.0)
+    win["server_cpu_s"] = analysis.cpu_seconds(resources, analysis.SERVER_ROLES, edges)
+    win["generator_cpu_s"] = analysis.cpu_seconds(resources, ("generator",), edges)
+
+    intended = df["intended"].to_numpy()
+    answered = (intended >= warmup) & (intended < until) & (df["status"].to_numpy() > 0)
+    latency = (df["end"].to_numpy()[answered] - intended[answered]) * 1000.0
+    measured = win[(win["t"] >= warmup) & (win["t"] < until)]
+    cpu_s = float(analysis.cpu_seconds(resources, analysis.SERVER_ROLES, np.array([warmup, until]))[0])
+    series = analysis.resource_series(resources)
+
+    soak = None
+    if trends.is_soak(measured):
+        chunks = analysis.windows(df, (until - warmup) / SOAK_CHUNKS, plan, until=until, start=warmup)
+        in_window = series[(series["t"] >= warmup) & (series["t"] <= until)]
+        workers = resources[(resources["role"] == "server_worker") & (resources["t"] >= warmup)
+                            & (resources["t"] <= until)]
+        soak = trends.soak(chunks, in_window, workers)
+    return RunAnalysis(
+        run_dir=run_dir, summary=summary, plan=plan, win=win, resources=resources, series=series,
+        metrics=load_metrics(run_dir), spectrum=analysis.percentile_spectrum(latency),
+        histogram=analysis.latency_histogram(latency), knee=trends.knee(measured, summary["load_model"]),
+        soak=soak, little=analysis.little_check(measured, summary["load_model"]),
+        efficiency=analysis.requests_per_cpu_second(float(summary["requests"]), cpu_s))

@@ -1,0 +1,198 @@
+"""The Locust engine: Locust runs as a subprocess (never imported here: it monkey-patches the
+process with gevent), fed a plan file, and writes sample rows in the harness's schema.
+
+`locust: {workers: N}` starts Locust's own master plus N workers on this machine; rows from the
+workers reach the master over Locust's messages, so remote workers work the same way.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.errors import TargetUnusable
+from harness.scenario.plan import LoadPlan
+from harness.engines.ports import free_port
+from harness.scenario.schema import Scenario
+from harness.results.tail import SampleTail
+
+LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"  # shipped in the package
+PLAN_ENV = "HARNESS_LOCUST_PLAN"
+PARENT_ENV = "HARNESS_PARENT_PID"  # only for Locust processes this harness starts itself
+
+
+def plan_document(scenario: Scenario, plan: LoadPlan, bodies: list[bytes], headers: dict[str, str],
+                  run_dir: Path | None, mode: str) -> dict[str, Any]:
+    """The plan file Locust reads (harness/engines/locust_plan.py: Bridge)."""
+    target = scenario.target
+    all_headers = {"Content-Type": "application/json", **headers} if target.method == "POST" else dict(headers)
+    return {
+        "mode": mode, "endpoint": target.endpoint, "method": target.method,
+        "bodies": [b.decode("utf-8") for b in bodies], "headers": all_headers,
+        "timeout": target.timeout,
+        "plan": {"model": plan.model, "stages": [[s.duration, s.end] for s in plan.segments],
+                 "start": plan.segments[0].begin, "warmup": plan.warmup, "arrival": plan.arrival,
+                 "seed": plan.seed},
+        "max_in_flight": scenario.load.max_in_flight,
+        "workers": max(scenario.locust.workers + scenario.locust.remote_workers, 1),
+        "run_dir": str(run_dir) if run_dir else None,
+    }
+
+
+class LocustProcesses:
+    """A Locust master (or single local runner) and its workers, each in its own session."""
+
+    def __init__(self, run_dir: Path, plan_doc: dict[str, Any], url: str, workers: int,
+                 extra_args: list[str], *, remote_workers: int = 0, master_host: str = "127.0.0.1",
+                 master_port: int = 0) -> None:
+        self.run_dir = run_dir
+        self.plan_path = run_dir / "locust-plan.json"
+        self.plan_path.write_text(json.dumps(plan_doc))
+        self.url = url
+        self.workers = workers
+        self.remote_workers = remote_workers
+        self.master_host = master_host
+        self.master_port = master_port
+        self.extra_args = extra_args
+        self.master: subprocess.Popen[bytes] | None = None
+        self.worker_procs: list[subprocess.Popen[bytes]] = []
+
+    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        env = {**os.environ, PLAN_ENV: str(self.plan_path), PARENT_ENV: str(os.getpid())}
+        with open(self.run_dir / log_name, "wb") as log:
+            return subprocess.Popen([sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *args],
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, env=env)
+
+    def start(self) -> None:
+        args = ["--host", self.url, *self.extra_args]
+        expected = self.workers + self.remote_workers
+        if expected == 0:
+            self.master = self._spawn(args, "locust.log")
+            return
+        port = self.master_port or free_port()
+        args += ["--master", "--expect-workers", str(expected), "--master-bind-host", self.master_host,
+                 "--master-bind-port", str(port)]
+        self.master = self._spawn(args, "locust.log")
+        connect_to = "127.0.0.1" if self.master_host in ("0.0.0.0", "::") else self.master_host
+        self.worker_procs = [self._spawn(["--worker", "--master-host", connect_to, "--master-port", str(port)],
+                                         f"locust-worker-{i}.log") for i in range(self.workers)]
+        if self.remote_workers:
+            print(f"waiting for {self.remote_workers} remote Locust worker(s); on each worker machine run:\n"
+                  f"  HARNESS_LOCUST_PLAN=locust-plan.json python -m locust -f {LOCUSTFILE} "
+                  f"--worker --master-host <this machine's address> --master-port {port}\n"
+                  f"  (copy {self.plan_path} there as locust-plan.json)", file=sys.stderr, flush=True)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in [self.master, *self.worker_procs] if p is not None and p.poll() is None]
+
+    def master_alive(self) -> bool:
+        return self.master is not None and self.master.poll() is None
+
+    def log_tail(self, lines: int = 12) -> str:
+        try:
+            text = (self.run_dir / "locust.log").read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return "\n".join("    " + line for line in text[-lines:])
+
+    def stop(self) -> None:
+        """SIGTERM the master: Locust stops the users, writes its CSV/HTML and tells workers to quit."""
+        if self.master_alive():
+            assert self.master is not None
+            self.master.send_signal(signal.SIGTERM)
+
+    def close(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for proc in [self.master, *self.worker_procs]:
+            if proc is None:
+                continue
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                if proc.poll() is not None:
+                    break
+                try:
+                    os.killpg(proc.pid, sig)
+                    proc.wait(timeout=3)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    pass
+
+
+class LocustEngine:
+    """Parent-side handle with the same surface as ThreadPoolEngine."""
+
+    def __init__(self, scenario: Scenario, plan: LoadPlan, bodies: list[bytes], headers: dict[str, str],
+                 url: str, run_dir: Path) -> None:
+        mode = plan.model
+        doc = plan_document(scenario, plan, bodies, headers, run_dir, mode)
+        options = scenario.locust
+        self.processes = LocustProcesses(
+            run_dir, doc, url, options.workers,
+            ["--headless", "--csv", str(run_dir / "locust"), "--html", str(run_dir / "locust.html"),
+             "--only-summary"],
+            remote_workers=options.remote_workers, master_host=options.master_host,
+            master_port=options.master_port)
+        self.run_dir = run_dir
+        self.tail = SampleTail(run_dir)
+        self.done: dict[int, dict[str, Any]] = {}
+
+    @property
+    def pids(self) -> list[int]:
+        return self.processes.pids
+
+    def start(self, ready_timeout: float = 60.0) -> float:
+        """Start Locust and wait for its test start; returns t0 on this host's monotonic clock."""
+        self.processes.start()
+        if self.processes.remote_workers:
+            ready_timeout += 600  # people need time to start workers on other machines
+        clock = self.run_dir / "locust-clock.json"
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if clock.exists():
+                try:
+                    return float(json.loads(clock.read_text())["t0"])
+                except (ValueError, KeyError):
+                    pass
+            if not self.processes.master_alive():
+                break
+            time.sleep(0.05)
+        tail = self.processes.log_tail()
+        self.processes.stop()
+        self.processes.close(5)
+        raise TargetUnusable(f"Locust did not start its test (see {self.run_dir / 'locust.log'})"
+                             + (f":\n{tail}" if tail else ""))
+
+    def messages(self, timeout: float) -> list[tuple[str, int, dict[str, Any]]]:
+        time.sleep(timeout)
+        return self.tail.progress()
+
+    @property
+    def finished(self) -> bool:
+        return not self.processes.master_alive()
+
+    def stop(self) -> None:
+        self.processes.stop()
+
+    def close(self, timeout: float) -> None:
+        self.processes.close(timeout)
+
+    def reasons(self) -> list[str]:
+        """Validity problems only Locust knows about."""
+        status_path = self.run_dir / "locust-status.json"
+        try:
+            status = json.loads(status_path.read_text())
+        except (OSError, ValueError):
+            return []
+        if status.get("cpu_warning"):
+            return ["Locust reported a generator process above 90% CPU: its timings are not trustworthy; "
+                    "add locust.workers or lower the load"]
+        return []

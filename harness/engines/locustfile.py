@@ -1,0 +1,234 @@
+"""Locust entry point for inference endpoints: the harness's scenarios, or plain Locust use.
+
+    locust -f locustfiles/inference.py --host http://127.0.0.1:8000     # web UI, article payload
+
+Driven by the harness (`engine: locust`), it reads the plan file named in HARNESS_LOCUST_PLAN:
+closed model through a LoadTestShape following the stages; open model through users that send
+at the plan's arrival times (constant or Poisson) and time each request from its intended send
+time. Every request becomes a sample row in the harness's schema, written to the run folder by
+the local runner or by the master (workers relay rows over Locust's own messages).
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import gevent
+from locust import FastHttpUser, LoadTestShape, constant, events, task
+from locust.runners import MasterRunner, WorkerRunner
+
+from harness.results.samples import SampleWriter, format_row
+from harness.engines.web_auth import WEB_AUTH_ENV, parse_credentials, require_basic_auth
+from harness.engines.locust_plan import PARENT_ENV, Bridge, Clock, RelayedSamples, not_sent_row, response_row, shift
+
+BRIDGE = Bridge.from_environment()
+PLAN = BRIDGE.load_plan()
+BODIES = [b.encode() for b in BRIDGE.bodies]
+SPAWN_RATE = 10_000  # users per second: stage jumps happen at once, as in the threadpool engine
+RELAY_INTERVAL = 0.5
+
+CLOCK = Clock()
+STATE: dict[str, Any] = {"gen": 0, "rows": [], "writer": None, "writers": {}, "arrivals": iter(()),
+                         "master_wall": 0.0, "runner": None, "pending": 0, "exhausted": False,
+                         "worker_pending": {}}
+ARRIVAL_LOCK = threading.Lock()  # a gevent lock after monkey-patching
+
+
+def record(row: tuple) -> None:
+    writer = STATE["writer"]
+    if writer is not None:
+        writer.append(row)
+    elif isinstance(STATE["runner"], WorkerRunner):
+        STATE["rows"].append(row)
+
+
+def stage_at(t: float) -> int:
+    return PLAN.stage_at(t) if PLAN is not None else 0
+
+
+def send(user: FastHttpUser, intended: float, i: int) -> None:
+    start = CLOCK.now()
+    response = user.client.request(BRIDGE.method, BRIDGE.endpoint, data=BODIES[i % len(BODIES)],
+                                   headers=BRIDGE.headers, name=BRIDGE.endpoint)
+    end = CLOCK.now()
+    record(response_row(intended, start, end, response, stage_at(intended), STATE["gen"]))
+
+
+class PlanUser(FastHttpUser):
+    """What both user classes share: no think time, the scenario's request timeout."""
+
+    abstract = True
+    wait_time = constant(0)
+    network_timeout = BRIDGE.timeout
+    connection_timeout = BRIDGE.timeout
+    count = 0
+
+
+class InferenceUser(PlanUser):
+    """Closed model: post the payload again as soon as the answer arrives."""
+
+    abstract = BRIDGE.mode == "open"
+
+    @task
+    def infer(self) -> None:
+        InferenceUser.count += 1
+        send(self, CLOCK.now(), InferenceUser.count)
+
+
+class ScheduledUser(PlanUser):
+    """Open model: each user claims the next planned arrival, waits for it, sends, repeats."""
+
+    abstract = BRIDGE.mode != "open"
+
+    @task
+    def fire(self) -> None:
+        with ARRIVAL_LOCK:
+            intended = next(STATE["arrivals"], None)
+            if intended is None:
+                STATE["exhausted"] = True
+            else:
+                STATE["pending"] += 1
+        if intended is None:
+            gevent.sleep(0.1)  # schedule done: idle until the shape ends the test
+            return
+        try:
+            delay = intended - CLOCK.now()
+            if delay > 0:
+                gevent.sleep(delay)
+            ScheduledUser.count += 1
+            send(self, intended, ScheduledUser.count)
+        finally:
+            STATE["pending"] -= 1
+
+
+if BRIDGE.mode in ("closed", "open") and PLAN is not None:
+    class PlanShape(LoadTestShape):
+        """Follow the scenario's stages (closed: users; open: a fixed pool of in-flight slots)."""
+
+        def tick(self) -> tuple[int, float] | None:
+            t = self.get_run_time()
+            if BRIDGE.mode == "closed":
+                return None if t >= PLAN.duration else (PLAN.users_at(t), SPAWN_RATE)
+            # open model: after the last arrival, let requests still in flight finish (bounded)
+            if t >= PLAN.duration and (open_requests_done() or t >= PLAN.duration + BRIDGE.timeout):
+                return None
+            return BRIDGE.max_in_flight, SPAWN_RATE
+
+
+def open_requests_done() -> bool:
+    """Every arrival of this process (or, on the master, of every worker) was sent and answered."""
+    if isinstance(STATE["runner"], MasterRunner):
+        reports = STATE["worker_pending"]
+        return len(reports) >= BRIDGE.workers and all(
+            pending == 0 and exhausted for pending, exhausted in reports.values())
+    return STATE["pending"] == 0 and STATE["exhausted"]
+
+
+@events.init.add_listener
+def on_init(environment: Any, **_: Any) -> None:
+    STATE["runner"] = environment.runner
+    if isinstance(environment.runner, MasterRunner):
+        environment.runner.register_message("harness_samples", on_worker_rows)
+    if isinstance(environment.runner, WorkerRunner):
+        environment.runner.register_message("harness_clock", on_master_clock)
+    if os.environ.get(PARENT_ENV):
+        gevent.spawn(exit_with_parent, environment, int(os.environ[PARENT_ENV]))
+    if os.environ.get(WEB_AUTH_ENV) and environment.web_ui is not None:
+        try:
+            require_basic_auth(environment.web_ui.app, *parse_credentials(os.environ[WEB_AUTH_ENV]))
+        except ValueError as exc:
+            raise SystemExit(f"locustfile: {exc}") from None
+
+
+def exit_with_parent(environment: Any, parent_pid: int) -> None:
+    """A Locust started by the harness must not outlive it (even when the harness is SIGKILLed)."""
+    while os.getppid() == parent_pid:
+        gevent.sleep(0.5)
+    environment.runner.quit()
+
+
+@events.test_start.add_listener
+def on_test_start(environment: Any, **_: Any) -> None:
+    if STATE.get("started") and BRIDGE.mode == "ui":
+        return  # a new swarm from the web UI continues the same timeline and files
+    STATE["started"] = True
+    CLOCK.start()
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        STATE["gen"] = max(runner.worker_index, 0)
+        gevent.spawn(relay_rows, runner)
+    elif BRIDGE.run_dir:
+        Path(BRIDGE.run_dir, "locust-clock.json").write_text(json.dumps({"t0": CLOCK.mono}))
+        if isinstance(runner, MasterRunner):
+            runner.send_message("harness_clock", {"wall": CLOCK.wall})  # before the spawn messages
+        else:
+            STATE["writer"] = SampleWriter(Path(BRIDGE.run_dir) / "samples-0.csv")
+    if PLAN is not None and BRIDGE.mode == "open":
+        parts = BRIDGE.workers if isinstance(runner, WorkerRunner) else 1
+        STATE["arrivals"] = PLAN.arrivals(STATE["gen"] % parts, parts)
+
+
+def relay_rows(runner: WorkerRunner) -> None:
+    while True:
+        gevent.sleep(RELAY_INTERVAL)
+        flush_to_master(runner)
+
+
+def on_master_clock(environment: Any, msg: Any, **_: Any) -> None:
+    STATE["master_wall"] = msg.data["wall"]
+
+
+def flush_to_master(runner: WorkerRunner) -> None:
+    """Rows go to the master as ready-made CSV lines on its timeline: the master only writes them.
+
+    Until the master's clock message has arrived, rows wait here."""
+    text = ""
+    if STATE["master_wall"]:
+        rows, STATE["rows"] = STATE["rows"], []
+        offset = CLOCK.wall - STATE["master_wall"]
+        text = "".join(format_row(shift(row, offset)) for row in rows)
+    runner.send_message("harness_samples", {"gen": STATE["gen"], "text": text, "pending": STATE["pending"],
+                                            "exhausted": STATE["exhausted"]})
+
+
+def on_worker_rows(environment: Any, msg: Any, **_: Any) -> None:
+    data = msg.data
+    gen = int(data["gen"])
+    STATE["worker_pending"][gen] = (data["pending"], data["exhausted"])
+    if not BRIDGE.run_dir:
+        return
+    relayed = STATE["writers"].get(gen)
+    if relayed is None:
+        relayed = STATE["writers"][gen] = RelayedSamples(Path(BRIDGE.run_dir) / f"samples-{gen}.csv")
+    relayed.write(data["text"])
+
+
+@events.test_stop.add_listener
+def on_test_stop(environment: Any, **_: Any) -> None:
+    if PLAN is not None and BRIDGE.mode == "open":
+        until = min(CLOCK.now(), PLAN.duration)
+        with ARRIVAL_LOCK:
+            for intended in STATE["arrivals"]:
+                if intended >= until:
+                    break
+                record(not_sent_row(intended, stage_at(intended), STATE["gen"]))
+    if isinstance(environment.runner, WorkerRunner):
+        flush_to_master(environment.runner)
+
+
+@events.quitting.add_listener
+def on_quitting(environment: Any, **_: Any) -> None:
+    runner = environment.runner
+    for writer in [STATE["writer"], *STATE["writers"].values()]:
+        if writer is not None:
+            writer.close()
+    STATE["writer"], STATE["writers"] = None, {}
+    if BRIDGE.run_dir and not isinstance(runner, WorkerRunner):
+        status = {"cpu_warning": bool(getattr(runner, "cpu_warning_emitted", False)
+                                      or getattr(runner, "worker_cpu_warning_emitted", False)),
+                  "written_at": time.time()}
+        Path(BRIDGE.run_dir, "locust-status.json").write_text(json.dumps(status))

@@ -1,0 +1,378 @@
+"""The ThreadPoolExecutor engine: generator processes whose threads send requests on the lean client.
+
+Closed model: one thread per planned user, each looping request after request while the plan
+says that user is active. Open model: `max_in_flight` threads share the plan's arrival schedule;
+each claims the next intended send time, sleeps until it, sends, and records latency from the
+intended time, so a stalled server cannot hide behind a stalled generator (no coordinated
+omission). Arrivals still unclaimed when the run ends are written as `not_sent` rows.
+
+Generators run in child processes (spawned, so no locks are inherited), each on its share of
+users or arrivals, all timed on the same CLOCK_MONOTONIC origin handed over by the parent.
+"""
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import queue
+import signal
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from harness.engines.http_client import CONNECT, Connection, RequestFailed
+from harness.scenario.plan import LoadPlan
+from harness.results.samples import HTTP_ERROR, NOT_SENT, SampleWriter
+
+PROGRESS_INTERVAL = 1.0
+# A closed-model user whose connection was refused waits this long before trying again: the
+# request never reached the server, so the pause changes nothing it sees, and a dead target
+# does not turn the generator into a busy loop of refused connects.
+REFUSED_BACKOFF = 0.01
+LATENCY_WINDOW = 4096
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    gen: int
+    parts: int
+    host: str
+    port: int
+    requests: list[bytes]
+    timeout: float
+    plan: LoadPlan
+    max_in_flight: int
+    samples_path: str
+
+
+@dataclass
+class _Counters:
+    sent: int = 0
+    errors: int = 0
+    latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+
+
+class _Generator:
+    """Everything one generator process does, driven by its threads."""
+
+    def __init__(self, spec: GeneratorSpec, stop: threading.Event) -> None:
+        self.spec = spec
+        self.t0 = 0.0
+        self.end_at = 0.0
+        self.stop = stop
+        self.started = threading.Event()
+        self.writer = SampleWriter(Path(spec.samples_path))
+        self.counters = _Counters()
+        self.in_flight = 0
+        self._arrivals: Iterator[float] = iter(())
+        self._arrival_lock = threading.Lock()
+        self._stage_span = (0.0, -1.0, 0)  # (from, until, stage): the stage of intended times in it
+
+    def _connected(self, send_at_start: bool) -> Connection | None:
+        """The thread's connection, waiting for the common start; None if stopped before it.
+
+        Threads due to send at t0 connect ahead, so the first requests do not pay for the
+        handshake. Others must not: a sync gunicorn worker that accepts an idle connection
+        blocks on it until a request arrives.
+        """
+        conn = Connection(self.spec.host, self.spec.port)
+        if send_at_start:
+            conn.warm_up(timeout=self.spec.timeout)
+        while not self.started.wait(0.05):
+            if self.stop.is_set():
+                conn.close()
+                return None
+        return conn
+
+    # one request, recorded ---------------------------------------------------------------
+    def _stage_of(self, t: float) -> int:
+        """plan.stage_at(t), remembered for the span of times that share its answer."""
+        lo, hi, stage = self._stage_span
+        if lo <= t < hi:
+            return stage
+        plan = self.spec.plan
+        stage = plan.stage_at(t)
+        starts = [seg.start for seg in plan.segments]
+        lo = starts[stage] if stage > 0 else -math.inf
+        hi = starts[stage + 1] if stage + 1 < len(starts) else math.inf
+        self._stage_span = (lo, hi, stage)  # one tuple: threads never see a torn update
+        return stage
+
+    def _send(self, conn: Connection, raw: bytes, intended: float) -> bool:
+        """Send one request and append its row (the hot path: kept lean on purpose).
+
+        Returns True when the connection was refused (the request never reached the server)."""
+        t0 = self.t0
+        counters = self.counters
+        self.in_flight += 1
+        start = time.monotonic()
+        try:
+            response = conn.request(raw, self.spec.timeout)
+        except RequestFailed as exc:
+            end = time.monotonic()
+            row = (intended, start - t0, end - t0, 0, exc.kind, 0, self._stage_of(intended),
+                   self.spec.gen, None, None, None)
+            counters.errors += 1
+            refused = exc.kind == CONNECT
+        else:
+            refused = False
+            end = time.monotonic()
+            status = response.status
+            if status >= 400:
+                error = HTTP_ERROR
+                counters.errors += 1
+            else:
+                error = ""
+            lo, hi, stage = self._stage_span
+            if not lo <= intended < hi:
+                stage = self._stage_of(intended)
+            # Server-Timing travels raw: the writer thread parses it (harness.results.samples.format_row)
+            row = (intended, start - t0, end - t0, status, error, response.body_bytes, stage,
+                   self.spec.gen, response.server_timing, None, None)
+        self.in_flight -= 1
+        self.writer.append(row)
+        counters.sent += 1
+        counters.latencies.append(end - t0 - intended)
+        return refused
+
+    # closed model --------------------------------------------------------------------------
+    def closed_user(self, user: int) -> None:
+        plan, spec = self.spec.plan, self.spec
+        conn = self._connected(send_at_start=user < plan.users_at(0.0))
+        if conn is None:
+            return
+        raws = spec.requests
+        i = user
+        duration = plan.duration
+        active_until = -1.0  # before this time the plan surely keeps this user active
+        try:
+            while not self.stop.is_set():
+                now = time.monotonic() - self.t0
+                if now < active_until:
+                    if self._send(conn, raws[i % len(raws)], now):
+                        self.stop.wait(REFUSED_BACKOFF)
+                    i += 1
+                    continue
+                if now >= duration:
+                    return
+                if user >= plan.users_at(now):
+                    wake = plan.next_activation(user, now)
+                    if wake >= plan.duration:
+                        conn.close()
+                        self.stop.wait(max(0.0, plan.duration - now))
+                        continue
+                    self.stop.wait(min(max(wake - now, 0.0), 1.0))
+                    continue
+                active_until = _surely_active_until(plan, user, now)
+                if self._send(conn, raws[i % len(raws)], now):
+                    self.stop.wait(REFUSED_BACKOFF)
+                i += 1
+        finally:
+            conn.close()
+
+    # open model ----------------------------------------------------------------------------
+    def _claim(self) -> float | None:
+        with self._arrival_lock:
+            return next(self._arrivals, None)
+
+    def open_slot(self, slot: int) -> None:
+        spec = self.spec
+        conn = self._connected(send_at_start=False)
+        if conn is None:
+            return
+        raws = spec.requests
+        i = slot
+        try:
+            while not self.stop.is_set():
+                intended = self._claim()
+                if intended is None:
+                    return
+                delay = self.t0 + intended - time.monotonic()
+                if delay > 0 and self.stop.wait(delay):
+                    return  # stopped before this arrival was due: it was never owed
+                self._send(conn, raws[i % len(raws)], intended)
+                i += 1
+        finally:
+            conn.close()
+
+    def _not_sent(self, intended: float) -> None:
+        self.writer.append((intended, None, None, 0, NOT_SENT, 0, self.spec.plan.stage_at(intended),
+                            self.spec.gen, None, None, None))
+
+    def drain_not_sent(self, until: float) -> int:
+        """Arrivals planned before `until` (s from start) that no thread could send."""
+        count = 0
+        with self._arrival_lock:
+            for intended in self._arrivals:
+                if intended >= until:
+                    break
+                self._not_sent(intended)
+                count += 1
+        return count
+
+    # lifecycle -----------------------------------------------------------------------------
+    def run(self, report: Any, parent_pid: int, t0_value: Any) -> None:
+        """Start every thread and connection, report ready, wait for the common t0, then load."""
+        spec, plan = self.spec, self.spec.plan
+        if plan.model == "closed":
+            users = [u for u in range(int(plan.peak + 1e-9)) if u % spec.parts == spec.gen]
+            jobs = [(self.closed_user, u) for u in users]
+        else:
+            self._arrivals = plan.arrivals(spec.gen, spec.parts)
+            slots = max(1, spec.max_in_flight // spec.parts)
+            jobs = [(self.open_slot, s) for s in range(slots)]
+        with ThreadPoolExecutor(max_workers=max(1, len(jobs)), thread_name_prefix="user") as pool:
+            futures = [pool.submit(fn, arg) for fn, arg in jobs]
+            report.put(("ready", spec.gen, {"pid": os.getpid()}))
+            while t0_value.value == 0.0:
+                if os.getppid() != parent_pid or self.stop.is_set():
+                    self.stop.set()
+                    break
+                time.sleep(0.002)
+            self.t0 = t0_value.value
+            self.end_at = self.t0 + plan.duration
+            delay = self.t0 - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self.started.set()
+            started = time.monotonic()
+            while not all(f.done() for f in futures):
+                time.sleep(min(PROGRESS_INTERVAL, 0.2))
+                if time.monotonic() >= self.end_at or os.getppid() != parent_pid:
+                    self.stop.set()
+                self._progress(report)
+            for f in futures:
+                f.result()
+        stopped_at = min(time.monotonic(), self.end_at) - self.t0
+        not_sent = self.drain_not_sent(stopped_at) if plan.model == "open" else 0
+        self.writer.close()
+        report.put(("done", spec.gen, {"rows": self.writer.written, "not_sent": not_sent,
+                                       "wall_s": time.monotonic() - started}))
+
+    _last_progress = 0.0
+
+    def _progress(self, report: Any) -> None:
+        now = time.monotonic()
+        if now - self._last_progress < PROGRESS_INTERVAL:
+            return
+        self._last_progress = now
+        c = self.counters
+        latencies = list(c.latencies)
+        c.latencies.clear()
+        report.put(("progress", self.spec.gen, {"sent": c.sent, "errors": c.errors,
+                                                "latencies": latencies, "in_flight": self.in_flight}))
+
+
+def _surely_active_until(plan: LoadPlan, user: int, t: float) -> float:
+    """A time before which `user`, active at t, stays active without asking the plan again.
+
+    Within a stage the target moves linearly: a level or rising stage keeps every active user
+    until it ends; a falling one until (a millisecond before) it drops below user + 1. The
+    loop asks `plan.users_at` again from then on, so the answer is never wrong, only cheaper.
+    """
+    seg = plan.segments[plan.stage_at(t)]
+    if seg.duration <= 0 or t >= seg.stop:
+        return t
+    until = min(seg.stop, plan.duration)
+    if seg.end < seg.begin:
+        cross = seg.start + (seg.begin - (user + 1)) / (seg.begin - seg.end) * seg.duration
+        until = min(until, cross - 1e-3)
+    return until
+
+
+def generator_main(spec: GeneratorSpec, report: Any, t0_value: Any, stop_flag: Any, parent_pid: int) -> None:
+    """Entry point of a generator process.
+
+    Start and stop are shared-memory values polled here, not multiprocessing Events: an Event's
+    set() blocks forever if a process died while waiting on it.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    stop = threading.Event()
+    threading.Thread(target=_relay_stop, args=(stop_flag, stop), daemon=True).start()
+    _Generator(spec, stop).run(report, parent_pid, t0_value)
+
+
+def _relay_stop(stop_flag: Any, stop: threading.Event) -> None:
+    while not stop.wait(0.05):
+        if stop_flag.value:
+            stop.set()
+
+
+class ThreadPoolEngine:
+    """Parent-side handle: starts generator processes on one clock, relays progress, stops them."""
+
+    def __init__(self, specs: list[GeneratorSpec]) -> None:
+        self.ctx = mp.get_context("spawn")
+        self.specs = specs
+        self.reports = self.ctx.Queue()
+        self.stop_flag = self.ctx.Value("b", 0, lock=False)
+        self.t0 = self.ctx.Value("d", 0.0, lock=False)
+        self.processes: list[Any] = []
+        self.done: dict[int, dict[str, Any]] = {}
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes if p.pid is not None]
+
+    def start(self, ready_timeout: float = 60.0) -> float:
+        """Spawn every generator, wait until all are ready, then start them together; returns t0."""
+        for spec in self.specs:
+            proc = self.ctx.Process(target=generator_main, name=f"generator-{spec.gen}",
+                                    args=(spec, self.reports, self.t0, self.stop_flag, os.getpid()),
+                                    daemon=True)
+            proc.start()
+            self.processes.append(proc)
+        ready: set[int] = set()
+        deadline = time.monotonic() + ready_timeout
+        while len(ready) < len(self.specs):
+            try:
+                kind, gen, _ = self.reports.get(timeout=0.2)
+            except queue.Empty:
+                if time.monotonic() > deadline or not all(p.is_alive() for p in self.processes):
+                    raise RuntimeError("generator processes did not start") from None
+                continue
+            if kind == "ready":
+                ready.add(gen)
+        t0 = time.monotonic() + 0.05
+        self.t0.value = t0
+        return t0
+
+    def messages(self, timeout: float) -> list[tuple[str, int, dict[str, Any]]]:
+        out = []
+        try:
+            out.append(self.reports.get(timeout=timeout))
+            while True:
+                out.append(self.reports.get_nowait())
+        except queue.Empty:
+            pass
+        for kind, gen, payload in out:
+            if kind == "done":
+                self.done[gen] = payload
+        return out
+
+    @property
+    def finished(self) -> bool:
+        return len(self.done) == len(self.specs) or not any(p.is_alive() for p in self.processes)
+
+    def stop(self) -> None:
+        self.stop_flag.value = 1
+
+    def reasons(self) -> list[str]:
+        """Validity problems only this engine knows about (none: CPU and lag come from the files)."""
+        return []
+
+    def close(self, timeout: float) -> None:
+        """Wait for generators to finish their in-flight requests; kill what does not end in time."""
+        deadline = time.monotonic() + timeout
+        while not self.finished and time.monotonic() < deadline:
+            self.messages(0.1)
+        for proc in self.processes:
+            proc.join(timeout=max(0.1, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=2)
+        self.messages(0.05)

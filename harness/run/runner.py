@@ -1,0 +1,240 @@
+"""One run, start to finish: target up, load, monitoring, samples on disk, summary, teardown.
+
+Every process started here is torn down on every path (success, failure, Ctrl-C, SIGTERM);
+Ctrl-C during the load stops it cleanly and still writes the summary of what ran (exit 130).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from harness.results import summary as summary_mod
+from harness.engines.locust_bridge import LocustEngine
+from harness.engines.threadpool import GeneratorSpec, ThreadPoolEngine
+from harness.errors import EXIT_INTERRUPTED
+from harness.run.recover import write_meta
+from harness.run.monitor import ResourceMonitor, children_of
+from harness.scenario.payload import bodies, request_bytes
+from harness.scenario.plan import plan_from_scenario
+from harness.run.progress import Progress
+from harness.run.scrape import METRICS_FILE, MetricsScraper
+from harness.scenario.schema import Scenario, ServerSettings, resolve
+from harness.run.target import Address, BundledServer, TargetWatch, check_reachable, parse_url
+
+REPORTS_DIR = Path("reports")
+Engine = ThreadPoolEngine | LocustEngine
+
+
+class Interrupted(Exception):
+    pass
+
+
+def new_run_dir(name: str, base: Path = REPORTS_DIR) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for suffix in [""] + [f"-{i}" for i in range(2, 1000)]:
+        path = base / f"{stamp}-{name}{suffix}"
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError("cannot create a run folder")
+
+
+@contextmanager
+def stop_signals(on_signal: Any) -> Iterator[None]:
+    """Route SIGINT and SIGTERM to `on_signal` for the duration, then restore the old handlers."""
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, lambda signum, frame: on_signal(signum))
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+class Run:
+    def __init__(self, scenario: Scenario, scenario_path: Path, run_dir: Path, *, quiet: bool = False) -> None:
+        self.scenario = scenario
+        self.base_dir = scenario_path.parent
+        self.scenario_path = scenario_path
+        self.run_dir = run_dir
+        self.quiet = quiet
+        self.plan = plan_from_scenario(scenario)
+        self.loading = False
+        self.interrupted = False
+        self.server: BundledServer | None = None
+        self.failures: list[str] = []
+        self.notes: list[str] = []
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+    def _on_signal(self, signum: int) -> None:
+        if self.interrupted:
+            return  # already stopping: a second Ctrl-C must not break the cleanup
+        self.interrupted = True
+        if not self.loading:
+            raise Interrupted()
+        self.say(f"\n{signal.Signals(signum).name}: stopping the load, keeping every sample so far ...")
+
+    def execute(self) -> dict[str, Any]:
+        (self.run_dir / "scenario.yaml").write_text(
+            yaml.safe_dump(self.scenario.model_dump(mode="json"), sort_keys=False))
+        with stop_signals(self._on_signal):
+            try:
+                return self._execute()
+            except Interrupted:
+                return self._interrupted_before_load()
+            finally:
+                if self.server is not None:
+                    self.server.stop()
+
+    def _interrupted_before_load(self) -> dict[str, Any]:
+        self.say("interrupted before the load started; nothing was measured")
+        return {"exit_code": EXIT_INTERRUPTED, "interrupted": True}
+
+    def start_target(self) -> Address:
+        """Start the bundled server (kept in self.server) or check the given URL."""
+        target = self.scenario.target
+        if target.url is not None:
+            address = parse_url(target.url)
+            check_reachable(address)
+            self.say(f"target: {address.url} (already running)")
+            return address
+        settings = target.server or ServerSettings()
+        weights = str(resolve(self.base_dir, settings.weights)) if settings.weights else None
+        config = settings.to_config(host="127.0.0.1", port=0, weights=weights)
+        self.server = BundledServer(config, self.run_dir / "server.log")
+        self.say(f"starting bundled server: {config.describe()}")
+        address = self.server.start(target.ready_timeout)
+        self.say(f"target: {address.url} (bundled, ready)")
+        return address
+
+    def _execute(self) -> dict[str, Any]:
+        scenario, plan = self.scenario, self.plan
+        address = self.start_target()
+        headers = dict(scenario.target.headers)
+        if self.server is not None and self.server.config.auth_token:
+            headers.setdefault("Authorization", f"Bearer {self.server.config.auth_token}")
+        meta = self._meta(address)
+        write_meta(self.run_dir, meta)
+        engine = self._engine(address, headers)
+        monitor: ResourceMonitor | None = None
+        scraper: MetricsScraper | None = None
+        self.say(f"load: {plan.model} model, {len(plan.segments)} stage(s), {plan.duration:g} s "
+                 f"(warm-up {plan.warmup:g} s), {self._generators()}; run folder {self.run_dir}")
+        try:
+            t0 = engine.start()
+            roles = {"generator": lambda: engine.pids, "harness": lambda: [os.getpid()]}
+            if self.server is not None and self.server.pid is not None:
+                pid = self.server.pid
+                roles.update({"server": lambda: [pid], "server_worker": children_of(pid)})
+            monitor = ResourceMonitor(self.run_dir / "resources.csv", t0, roles)
+            monitor.start()
+            if scenario.target.scrape_metrics:
+                scraper = MetricsScraper(address.url + "/metrics", self.run_dir / METRICS_FILE, t0,
+                                         headers=headers, log=self.say)
+                scraper.start()
+            self.loading = True
+            if self.interrupted:
+                engine.stop()
+            stopped_at = self._drive(engine, t0, address)
+        finally:
+            self.loading = False
+            engine.stop()
+            engine.close(timeout=scenario.target.timeout + 5)
+            if monitor is not None:
+                monitor.stop()
+            if scraper is not None:
+                scraper.stop()
+        self.failures += engine.reasons()
+        result = summary_mod.build(self.run_dir, meta=meta, plan=plan, thresholds=scenario.parsed_thresholds,
+                                   max_in_flight=scenario.load.max_in_flight, stopped_at=stopped_at,
+                                   interrupted=self.interrupted, reasons=self.failures,
+                                   notes=self.notes)
+        summary_mod.write(self.run_dir, result)
+        return result
+
+    def _meta(self, address: Address) -> dict[str, Any]:
+        """What summary.json says about the run besides its figures (also kept in run.json)."""
+        scenario, plan = self.scenario, self.plan
+        return {
+            "name": scenario.name, "scenario_file": str(self.scenario_path),
+            "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "engine": scenario.engine, "load_model": plan.model,
+            "arrival": plan.arrival if plan.model == "open" else None,
+            "generator_processes": (scenario.generator.processes if scenario.engine == "threadpool"
+                                    else max(scenario.locust.workers, 1)),
+            "target": {"url": address.url, "bundled": self.server is not None,
+                       "endpoint": scenario.target.endpoint,
+                       "server": self.server.config.describe() if self.server else None,
+                       "server_settings": (scenario.target.server.model_dump(exclude={"auth_token"})
+                                           if scenario.target.server else None)},
+        }
+
+    def _generators(self) -> str:
+        if self.scenario.engine == "locust":
+            workers = self.scenario.locust.workers
+            return f"Locust ({workers} workers)" if workers else "Locust (1 local process)"
+        return f"{self.scenario.generator.processes} generator process(es)"
+
+    def _engine(self, address: Address, headers: dict[str, str]) -> Engine:
+        scenario, plan = self.scenario, self.plan
+        payloads = bodies(scenario, self.base_dir)
+        if scenario.engine == "locust":
+            return LocustEngine(scenario, plan, payloads, headers, address.url, self.run_dir)
+        raws = [request_bytes(scenario.target.method, address.host, address.port, scenario.target.endpoint,
+                              body, headers) for body in payloads]
+        parts = scenario.generator.processes
+        return ThreadPoolEngine([GeneratorSpec(gen=g, parts=parts, host=address.host, port=address.port,
+                                               requests=raws, timeout=scenario.target.timeout, plan=plan,
+                                               max_in_flight=scenario.load.max_in_flight,
+                                               samples_path=str(self.run_dir / f"samples-{g}.csv"))
+                                 for g in range(parts)])
+
+    def _target_down(self, watch: TargetWatch, now: float) -> bool:
+        if self.server is not None and not self.server.alive():
+            return True
+        return watch.down(now)
+
+    def _drive(self, engine: Engine, t0: float, address: Address) -> float:
+        """Relay progress until the generators finish; returns when the load stopped (s from t0)."""
+        progress = Progress(self.plan, t0, quiet=self.quiet)
+        hard_stop = t0 + self.plan.duration + self.scenario.target.timeout + 10
+        stopped_at = None
+        watch = TargetWatch(address)
+        down_since: float | None = None
+        while not engine.finished:
+            progress.update(engine.messages(0.25))
+            now = time.monotonic()
+            if self.interrupted and stopped_at is None:
+                stopped_at = now - t0
+                engine.stop()
+            if stopped_at is None and down_since is None and self._target_down(watch, now):
+                down_since = now - t0
+                what = ("the bundled server exited" if self.server is not None and not self.server.alive()
+                        else f"the target stopped accepting connections at {address.url}")
+                if self.scenario.target.on_down == "stop":
+                    stopped_at = down_since
+                    self.failures.append(f"{what} {down_since:.1f} s into the run; the run was stopped "
+                                         "(target.on_down: stop)")
+                    engine.stop()
+                else:
+                    self.notes.append(f"{what} {down_since:.1f} s into the run; the load went on "
+                                      "(target.on_down: continue)")
+            if now > hard_stop:
+                engine.stop()
+                break
+        progress.finish()
+        return stopped_at if stopped_at is not None else self.plan.duration

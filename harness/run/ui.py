@@ -1,0 +1,116 @@
+"""`python -m harness ui`: the bundled server (or a URL) plus Locust's web UI, torn down on Ctrl-C.
+
+Users are set by hand in the UI; every request still lands as a sample row in a run folder, and
+a summary of what ran is written when the UI is stopped.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.analysis import stats as analysis
+from harness.results import summary as summary_mod
+from harness.engines.locust_bridge import LocustProcesses, plan_document
+from harness.errors import EXIT_INTERRUPTED, UserError
+from harness.scenario.payload import bodies
+from harness.scenario.plan import LoadPlan, plan_from_scenario
+from harness.engines.ports import free_port, port_taken
+from harness.run.runner import Interrupted, Run, stop_signals
+from harness.scenario.schema import Scenario
+from harness.engines.web_auth import WEB_AUTH_ENV, parse_credentials
+
+DEFAULT_WEB_PORT = 8089  # Locust's own default
+
+
+def choose_web_port(host: str, asked: int | None) -> int:
+    """The asked port, or Locust's 8089 when free, else any free port: a second UI must not collide."""
+    try:
+        if asked is not None:
+            if asked and port_taken(host, asked):
+                raise UserError(f"--web-port {asked}: {host}:{asked} is already in use")
+            return asked or free_port(host)
+        return free_port(host) if port_taken(host, DEFAULT_WEB_PORT) else DEFAULT_WEB_PORT
+    except OSError as exc:
+        raise UserError(f"--web-host {host}: cannot listen there: {exc.strerror or exc}") from None
+
+
+def describe_auth() -> str:
+    """Check HARNESS_WEB_AUTH before anything starts; say whether the UI is protected."""
+    value = os.environ.get(WEB_AUTH_ENV)
+    if not value:
+        return "no login"
+    try:
+        user, _ = parse_credentials(value)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return f"basic auth, user {user!r}"
+
+
+def serve_ui(scenario: Scenario, scenario_path: Path, run_dir: Path, *, web_host: str, web_port: int | None,
+             workers: int) -> int:
+    auth = describe_auth()
+    web_port = choose_web_port(web_host, web_port)
+    run = Run(scenario, scenario_path, run_dir)
+    processes: LocustProcesses | None = None
+
+    def on_signal(signum: int) -> None:
+        if not run.interrupted:  # the first signal stops; later ones must not break the cleanup
+            run.interrupted = True
+            raise Interrupted()
+
+    with stop_signals(on_signal):
+        try:
+            address = run.start_target()
+            headers = dict(scenario.target.headers)
+            if run.server is not None and run.server.config.auth_token:
+                headers.setdefault("Authorization", f"Bearer {run.server.config.auth_token}")
+            doc = plan_document(scenario, plan_from_scenario(scenario), bodies(scenario, run.base_dir), headers,
+                                run_dir, mode="ui")
+            processes = LocustProcesses(run_dir, doc, address.url, workers,
+                                        ["--web-host", web_host, "--web-port", str(web_port)])
+            processes.start()
+            print(f"Locust web UI: http://{web_host}:{web_port}  ({auth}; target {address.url}; "
+                  "Ctrl-C to stop)", flush=True)
+            print(f"samples go to {run_dir}", flush=True)
+            while processes.master_alive():
+                time.sleep(0.5)
+            print(f"Locust exited; see {run_dir / 'locust.log'}", file=sys.stderr)
+        except Interrupted:
+            print("\nstopping Locust and the server ...", file=sys.stderr)
+        finally:
+            if processes is not None:
+                processes.stop()
+                processes.close(timeout=15)
+            if run.server is not None:
+                run.server.stop()
+    result = write_ui_summary(scenario, scenario_path, run_dir)
+    if result is not None:
+        print(summary_mod.format_table(result))
+    print(f"run folder: {run_dir}")
+    return EXIT_INTERRUPTED if result is None else 0
+
+
+def write_ui_summary(scenario: Scenario, scenario_path: Path, run_dir: Path) -> dict[str, Any] | None:
+    """Summarise whatever the UI-driven swarms sent, as one stage spanning the recorded time."""
+    df = analysis.load_samples(run_dir)
+    if df.empty:
+        print("no request was sent from the UI; nothing to summarise", file=sys.stderr)
+        return None
+    span = float(df["intended"].max()) + 1e-3
+    plan = LoadPlan.from_stages("closed", [(span, 0)])
+    meta = {"name": scenario.name, "scenario_file": str(scenario_path),
+            "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "engine": "locust-ui", "load_model": "closed", "arrival": None, "generator_processes": 1,
+            "target": {"url": None, "bundled": scenario.target.url is None, "endpoint": scenario.target.endpoint,
+                       "server": None, "server_settings": None}}
+    result = summary_mod.build(run_dir, meta=meta, plan=plan, thresholds=scenario.parsed_thresholds,
+                               max_in_flight=scenario.load.max_in_flight, stopped_at=span, interrupted=False,
+                               reasons=[])
+    for stage in result["stages"]:
+        stage["description"] = "users set in the web UI"
+    summary_mod.write(run_dir, result)
+    return result
