@@ -12,7 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.test_cli_e2e import ROOT, assert_all_gone, harness
+from tests.support import ROOT
+from tests.support.cli import assert_all_gone, harness
 
 pytestmark = pytest.mark.e2e
 
@@ -162,7 +163,7 @@ def test_plain_locust_with_defaults_against_the_bundled_server(tmp_path: Path) -
 
 
 def test_locust_processes_exit_when_the_harness_is_killed(tmp_path: Path) -> None:
-    from tests.rawserver import OK_JSON, RawServer, respond_forever
+    from tests.support.rawserver import OK_JSON, RawServer, respond_forever
 
     path = scenario(tmp_path, "name: killed\ntarget: {endpoint: /x}\nengine: locust\nlocust: {workers: 1}\n"
                               "load: {model: closed, start: 2, stages: [{duration: 60s, target: 2}]}\n")

@@ -3,45 +3,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from harness.workflows.capacity import CAPACITY_FILE, search_capacity
-from harness.scenario.schema import Scenario
-
-SCENARIO = """
-name: cap
-target:
-  server: {model: sleep, sleep_ms: 50, workers: 1, worker_class: gthread, threads: 8}
-  payload: {inputs: [[1.0, 2.0, 3.0]]}
-load:
-  stages: [{duration: 1s, target: 1}]
-capacity:
-  slo: [p99_ms < 200, error_rate < 0.001]
-  start: 100
-  probe: 3s
-  warmup: 1s
-  precision: 3%
-"""
-
-
-class FakeTarget:
-    """Passes the SLO up to `capacity` req/s; rates listed in `invalid` give invalid probes."""
-
-    def __init__(self, capacity: float, invalid: tuple[float, ...] = (), flaky: float | None = None) -> None:
-        self.capacity, self.invalid, self.flaky, self.rates = capacity, invalid, flaky, []
-
-    def __call__(self, scenario: Scenario, path: Path, run_dir: Path) -> dict[str, Any]:
-        rate = scenario.load.stages[-1].target
-        assert scenario.load.model == "open" and scenario.thresholds == ["p99_ms < 200", "error_rate < 0.001"]
-        self.rates.append(rate)
-        passed = rate <= self.capacity and not (rate == self.flaky and self.rates.count(rate) > 1)
-        p99 = 60.0 if passed else 900.0
-        return {"valid": rate not in self.invalid, "passed": passed, "ok_rps": rate, "error_rate": 0.0,
-                "latency_ms": {"p50": p99 / 3, "p95": p99 / 1.5, "p99": p99},
-                "thresholds": [{"expression": "p99_ms < 200", "passed": passed}],
-                "invalid_reasons": ["generator saturated"] if rate in self.invalid else []}
+from tests.support.cli import assert_all_gone, harness
+from tests.support.fake_runs import CAPACITY_SCENARIO as SCENARIO
+from tests.support.fake_runs import FakeTarget
 
 
 def write(tmp_path: Path, text: str = SCENARIO) -> Path:
@@ -87,8 +55,6 @@ def test_disagreeing_results_count_as_failing(tmp_path: Path) -> None:
 @pytest.mark.e2e
 def test_capacity_of_the_sleep_model_matches_the_theory(tmp_path: Path) -> None:
     """1 worker x 8 threads / 50 ms = 160 req/s; constant arrivals and a loose SLO land within 10%."""
-    from tests.test_cli_e2e import assert_all_gone, harness
-
     result = harness("capacity", str(write(tmp_path)), "--out", str(tmp_path / "out"), timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     found = json.loads((tmp_path / "out" / CAPACITY_FILE).read_text())

@@ -8,7 +8,7 @@ import pytest
 
 from harness.engines import http_client as hc
 from harness.scenario.payload import request_bytes
-from tests.rawserver import RawServer, read_request, respond_forever
+from tests.support.rawserver import RawServer, read_request, respond_forever
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{\"predictions\":1}"
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.rawserver import OK_JSON, RawServer, respond_forever
-from tests.test_cli_e2e import ROOT, SMOKE, assert_all_gone
+from tests.support import ROOT, SMOKE
+from tests.support.cli import assert_all_gone
+from tests.support.rawserver import OK_JSON, RawServer, respond_forever
 
 pytestmark = pytest.mark.e2e
 
@@ -109,7 +110,7 @@ def test_one_gunicorn_worker_killed_mid_run(tmp_path: Path) -> None:
 
 def test_every_request_hangs_timeouts_fire_and_the_run_ends_on_time(tmp_path: Path) -> None:
     def hang(sock) -> None:  # type: ignore[no-untyped-def]
-        from tests.rawserver import read_request
+        from tests.support.rawserver import read_request
 
         read_request(sock)
         time.sleep(30)
@@ -215,7 +216,7 @@ def hostile_requests(port: int) -> dict[str, bytes]:
 def test_hostile_requests_during_a_load_run_leave_the_well_formed_ones_unaffected(tmp_path: Path) -> None:
     import threading
 
-    from tests.server_fixtures import start_server
+    from tests.support.server_fixtures import start_server
 
     scenario = tmp_path / "steady.yaml"
     scenario.write_text("# steady article requests\nname: steady\ntarget: {endpoint: /predict, timeout: 5s}\n"

@@ -16,7 +16,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server_fixtures import ARTICLE_INPUT, make_app, make_client
+from tests.support.server_fixtures import ARTICLE_INPUT, make_app, make_client
 from target_server import readiness
 from target_server.batching import DynamicBatcher, Overloaded
 from target_server.cli import config_from_args
@@ -745,3 +745,13 @@ def test_config_from_mapping_env_and_cli():
 def test_app_factory_exposes_config():
     app = make_app(model="noop", worker_class="gthread", threads=2, lock="global")
     assert app.extensions["target_server"]["config"].lock == "global"
+
+
+def test_the_real_target_server_package_is_imported_not_a_test_folder():
+    """tests/server/ is named so it can never shadow the package it tests."""
+    import target_server
+
+    from tests.support import ROOT
+
+    assert __name__.startswith("tests.server.")
+    assert target_server.__file__ == str(ROOT / "target_server" / "__init__.py")

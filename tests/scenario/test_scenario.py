@@ -11,6 +11,7 @@ from harness.errors import EXIT_BAD_INPUT, UserError
 from harness.scenario.overrides import apply_override
 from harness.scenario.schema import load_scenario, validate
 from harness.scenario.thresholds import parse_threshold
+from tests.support import SCENARIOS
 
 SPIKE_EXAMPLE = """
 name: spike
@@ -54,7 +55,7 @@ def test_issue_example_loads_as_written() -> None:
     assert [t.metric for t in scenario.parsed_thresholds] == ["p95_ms", "error_rate"]
 
 
-@pytest.mark.parametrize("path", sorted(Path("scenarios").glob("*.yaml")))
+@pytest.mark.parametrize("path", sorted(SCENARIOS.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_scenarios_validate_and_say_what_they_answer(path: Path) -> None:
     scenario, _ = load_scenario(path)
     assert scenario.duration > 0

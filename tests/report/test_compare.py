@@ -11,10 +11,8 @@ import pandas as pd
 import pytest
 
 from harness.report import compare
-from tests.test_cli_e2e import assert_all_gone
-
-ROOT = Path(__file__).resolve().parent.parent
-SMOKE = ROOT / "scenarios" / "smoke.yaml"
+from tests.support import ROOT, SMOKE
+from tests.support.cli import assert_all_gone, harness
 
 
 def fake_run(name: str, **server: object) -> SimpleNamespace:
@@ -64,11 +62,6 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         assert_all_gone(out)
         runs.append(out)
     return runs
-
-
-def harness(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
 
 
 @pytest.mark.e2e

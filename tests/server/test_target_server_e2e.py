@@ -15,7 +15,7 @@ import pytest
 import requests
 import torch
 
-from server_fixtures import (ARTICLE_INPUT, REPO, URL_RE, RunningServer, server_env, start_server,
+from tests.support.server_fixtures import (ARTICLE_INPUT, REPO, URL_RE, RunningServer, server_env, start_server,
                              survivors)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]

@@ -10,9 +10,11 @@ import pytest
 from harness.workflows import sweep
 from harness.errors import UserError
 from harness.scenario.schema import Scenario, load_scenario
-from tests.test_gate import fake_run
+from tests.support import SMOKE
+from tests.support.cli import assert_all_gone, harness
+from tests.support.fake_runs import CAPACITY_SCENARIO as CAPACITY
+from tests.support.fake_runs import FakeTarget, fake_run
 
-ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = """
 name: tiny
 target:
@@ -81,13 +83,11 @@ def test_sweep_settings_are_checked_with_their_location(tmp_path: Path) -> None:
         load_scenario(write(tmp_path, SCENARIO.replace("lock:", "lokc:")))
     assert "sweep.server: lokc: not a server setting (did you mean 'lock'?)" in err.value.messages[0]
     with pytest.raises(UserError):
-        sweep.combinations(load_scenario(ROOT / "scenarios" / "smoke.yaml")[0], tmp_path)
+        sweep.combinations(load_scenario(SMOKE)[0], tmp_path)
 
 
 @pytest.mark.e2e
 def test_a_real_two_combination_sweep(tmp_path: Path) -> None:
-    from tests.test_cli_e2e import assert_all_gone, harness
-
     path = write(tmp_path, SCENARIO.replace(
         "{threads: [1, 4], workers: [1, 4], lock: [none, global], max_batch: [1, 8]}", "{threads: [1, 4]}"))
     result = harness("sweep", str(path), "--out", str(tmp_path / "out"))
@@ -100,7 +100,6 @@ def test_a_real_two_combination_sweep(tmp_path: Path) -> None:
 
 def test_with_capacity_configured_the_sweep_ranks_by_capacity(tmp_path: Path) -> None:
     from harness.workflows.capacity import search_capacity
-    from tests.test_capacity import SCENARIO as CAPACITY, FakeTarget
 
     path = write(tmp_path, CAPACITY + "sweep:\n  server: {threads: [2, 8, 4]}\n")
 

@@ -15,17 +15,10 @@ from pathlib import Path
 import pytest
 
 from harness import cli
-from tests.test_cli_e2e import assert_all_gone
+from tests.support import ARTIFACTS, ROOT, SMOKE
+from tests.support.cli import assert_all_gone, harness
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parent.parent
-SMOKE = ROOT / "scenarios" / "smoke.yaml"
-ARTIFACTS = ROOT / "test-artifacts"
-
-
-def harness(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 @pytest.fixture(scope="module")

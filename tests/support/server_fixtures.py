@@ -21,7 +21,8 @@ from typing import Iterator
 import psutil
 import requests
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.support import ROOT as REPO
+
 URL_RE = re.compile(r"target_server listening on (http://\S+)")
 ARTICLE_INPUT = [[1.0, 2.0, 3.0]]
 

@@ -13,9 +13,10 @@ from harness.engines import http_client as hc
 from harness.errors import EXIT_BAD_INPUT, UserError
 from harness.scenario.payload import request_bytes
 from harness.scenario.schema import validate
-from tests.rawserver import read_request
+from tests.support import SCENARIOS
+from tests.support.rawserver import read_request
 
-SHIPPED = [yaml.safe_load(p.read_text()) for p in sorted(Path("scenarios").glob("*.yaml"))]
+SHIPPED = [yaml.safe_load(p.read_text()) for p in sorted(SCENARIOS.glob("*.yaml"))]
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
                     st.text(max_size=12), st.sampled_from(["10s", "-1s", "1m", "abc", "p95_ms < 1", "0s"]))
@@ -42,7 +43,7 @@ def check_clean(doc: object) -> None:
     try:
         if not isinstance(doc, dict):
             raise UserError("not a mapping")
-        validate(doc, base_dir=Path("scenarios"), source="fuzz.yaml")
+        validate(doc, base_dir=SCENARIOS, source="fuzz.yaml")
     except UserError as exc:
         assert exc.exit_code == EXIT_BAD_INPUT
         assert exc.messages and all(isinstance(m, str) and m for m in exc.messages)

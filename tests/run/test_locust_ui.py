@@ -15,8 +15,9 @@ import psutil
 import pytest
 
 from harness.engines.ports import free_port
-from tests.browser import ARTIFACTS, chrome_driver
-from tests.test_cli_e2e import ROOT, assert_all_gone
+from tests.support import ARTIFACTS, ROOT
+from tests.support.browser import chrome_driver
+from tests.support.cli import assert_all_gone
 
 pytestmark = pytest.mark.e2e
 
@@ -97,7 +98,7 @@ def test_ui_moves_off_a_taken_port_and_requires_its_login(tmp_path: Path) -> Non
     HARNESS_WEB_AUTH login every page and API call is refused, so nobody else can start load."""
     import requests
 
-    from tests.rawserver import OK_JSON, RawServer, respond_forever
+    from tests.support.rawserver import OK_JSON, RawServer, respond_forever
 
     held = socket.socket()
     try:

@@ -8,44 +8,14 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import numpy as np
-import pandas as pd
 import pytest
-import yaml
 
-from harness.workflows import gate
-from harness.results import summary as summary_mod
 from harness.errors import UserError
-from harness.scenario.plan import LoadPlan
+from harness.workflows import gate
 from harness.workflows.repeats import expand_repeats
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def fake_run(path: Path, *, latency_ms: float = 20.0, rps: float = 100.0, seconds: int = 20, seed: int = 0,
-             error_rate: float = 0.0, valid: bool = True, check: dict | None = None,
-             server: dict | None = None) -> Path:
-    """A run folder with noisy closed-model-like samples, its summary.json and scenario.yaml."""
-    rng = np.random.default_rng(seed)
-    n = int(rps * seconds)
-    intended = np.sort(rng.uniform(0, seconds, n))
-    latency = latency_ms * rng.lognormal(0, 0.15, n) / 1000
-    error = np.where(rng.random(n) < error_rate, "http", "")
-    df = pd.DataFrame({"intended": intended, "start": intended, "end": intended + latency,
-                       "status": np.where(error == "http", 500, 200), "error": error, "bytes": 20,
-                       "stage": 0, "gen": 0, "srv_queue_ms": "", "srv_infer_ms": ""})
-    path.mkdir(parents=True)
-    df.to_csv(path / "samples-0.csv", index=False)
-    meta = {"name": "fake", "engine": "threadpool", "load_model": "closed", "arrival": None,
-            "generator_processes": 1, "target": {"url": "http://127.0.0.1:1", "bundled": True,
-                                                 "endpoint": "/predict", "server": None, "server_settings": server}}
-    plan = LoadPlan.from_stages("closed", [(float(seconds), 4.0)], warmup=2.0)
-    summary = summary_mod.build(path, meta=meta, plan=plan, thresholds=[], max_in_flight=256,
-                                stopped_at=seconds, interrupted=False, reasons=[] if valid else ["generator saturated"])
-    summary_mod.write(path, summary)
-    stages = [{"duration": float(seconds), "target": 4.0}]
-    (path / "scenario.yaml").write_text(yaml.safe_dump({"name": "fake", "check": check or {},
-                                                        "load": {"model": "closed", "stages": stages, "warmup": 2.0}}))
-    return path
+from tests.support import ROOT
+from tests.support.cli import assert_all_gone, harness
+from tests.support.fake_runs import fake_run
 
 
 def verdict_of(run: Path, base: Path, *overrides: str) -> dict:
@@ -146,8 +116,6 @@ def test_cli_prints_the_table_and_writes_junit_and_json(tmp_path: Path) -> None:
 
 @pytest.mark.e2e
 def test_two_real_runs_a_doubled_sleep_is_a_regression(tmp_path: Path) -> None:
-    from tests.test_cli_e2e import assert_all_gone, harness
-
     scenario = str(ROOT / "scenarios" / "gate-sleep.yaml")
     short = ["--duration", "6s", "--quiet"]
     base, slow = tmp_path / "base", tmp_path / "slow"
