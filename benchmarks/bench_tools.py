@@ -1,8 +1,14 @@
 """Processes and reference clients for the benchmarks: child processes in their own session,
-nginx as a null target, wrk, and a meter of the CPU other processes take meanwhile."""
+`python -m harness` runs judged by exit code and validity, nginx as a null target, wrk, paired
+ratios, and a meter of the CPU other processes take meanwhile.
+
+Debian packages the benchmarks use, installed with apt-get when missing (`ensure`):
+wrk (package `wrk`) and nginx (package `nginx-light`).
+"""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import resource
@@ -11,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import statistics
 import sys
 import tempfile
 import threading
@@ -22,6 +29,7 @@ from pathlib import Path
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
+PY = sys.executable
 LISTENING = re.compile(r"listening on (http://\S+)")
 SBIN = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 
@@ -39,7 +47,8 @@ class Proc:
         self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=self.log,
                                      start_new_session=True)
         self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self) -> None:
         for raw in iter(self.proc.stdout.readline, b""):
@@ -54,6 +63,20 @@ class Proc:
                     return m.group(1).rstrip("/")
             time.sleep(0.05)
         raise RuntimeError(f"{self.name} did not start:\n{self.errors()}")
+
+    def wait(self, timeout: float) -> int:
+        """The exit status once the child ends; on timeout its group is stopped and TimeoutError raised."""
+        try:
+            code = self.proc.wait(timeout=timeout)
+            self.reader.join(timeout=5)  # its last lines
+            return code
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise TimeoutError(f"{self.name} still running after {timeout:g} s: {shlex.join(self.cmd)}") from None
+
+    def output(self) -> str:
+        """What the child printed on stdout so far."""
+        return "\n".join(self.lines)
 
     def errors(self) -> str:
         self.log.seek(0)
@@ -72,17 +95,27 @@ class Proc:
             self.proc.wait(timeout=5)
 
 
-def ensure_tools() -> tuple[str, str]:
-    missing = [pkg for binary, pkg in (("nginx", "nginx-light"), ("wrk", "wrk"))
-               if not shutil.which(binary, path=SBIN)]
+PACKAGES = {"nginx": "nginx-light", "wrk": "wrk", "hey": "hey"}  # binary -> Debian package
+
+
+def ensure(*binaries: str) -> list[str]:
+    """Paths of the binaries, installing their Debian packages (PACKAGES) with apt-get when missing."""
+    missing = [PACKAGES[b] for b in binaries if not shutil.which(b, path=SBIN)]
     if missing:
         sudo = [] if os.geteuid() == 0 else ["sudo"]
-        print(f"installing {' '.join(missing)} with apt-get", flush=True)
+        print(f"installing Debian package(s) {' '.join(missing)} with apt-get", flush=True)
         subprocess.run(sudo + ["sh", "-c", f"apt-get update -qq && apt-get install -y -qq {' '.join(missing)}"],
                        check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    nginx, wrk = shutil.which("nginx", path=SBIN), shutil.which("wrk", path=SBIN)
-    if not nginx or not wrk:
-        sys.exit("nginx or wrk is still missing after apt-get install")
+    paths = [shutil.which(b, path=SBIN) for b in binaries]
+    if not all(paths):
+        sys.exit(f"still missing after apt-get install: {', '.join(b for b, p in zip(binaries, paths) if not p)} "
+                 f"(Debian packages {', '.join(PACKAGES[b] for b in binaries)})")
+    return paths  # type: ignore[return-value]
+
+
+def ensure_tools() -> tuple[str, str]:
+    """nginx (Debian package nginx-light) and wrk (package wrk)."""
+    nginx, wrk = ensure("nginx", "wrk")
     return nginx, wrk
 
 
@@ -198,3 +231,87 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"{url} never answered 200")
+
+
+# harness runs ------------------------------------------------------------------------------
+EXIT_MEANING = {0: "passed", 1: "threshold failed", 2: "bad usage or input", 3: "invalid run or target unusable",
+                130: "interrupted"}
+
+
+@dataclass
+class HarnessRun:
+    """One `python -m harness ...` invocation: its exit code, summary (None when none was written)."""
+
+    command: str
+    exit_code: int
+    out: Path
+    summary: dict | None
+    output: str = ""
+
+    @property
+    def usable(self) -> bool:
+        """Evidence: the run finished (exit 0, or 1 = a threshold failed) and judged itself valid."""
+        return self.exit_code in (0, 1) and self.summary is not None and bool(self.summary.get("valid"))
+
+    @property
+    def why_not(self) -> str:
+        """Why a run is not evidence ('' when it is)."""
+        if self.usable:
+            return ""
+        reasons = [f"exit {self.exit_code} ({EXIT_MEANING.get(self.exit_code, 'unexpected')})"]
+        if self.summary is None:
+            reasons.append("no summary.json")
+        elif not self.summary.get("valid"):
+            reasons.append("INVALID: " + "; ".join(self.summary.get("invalid_reasons") or ["(no reason given)"]))
+        return ", ".join(reasons)
+
+    def figure(self, *path: str) -> float | None:
+        value: object = self.summary
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        return float(value) if isinstance(value, (int, float)) else None
+
+
+def write_yaml(path: Path, doc: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def harness(args: list[str], out: Path, *, timeout: float = 600.0, summary: bool = True) -> HarnessRun:
+    """Run `python -m harness ARGS` in the repository (own process group, always torn down)."""
+    cmd = [PY, "-m", "harness"] + [str(a) for a in args]
+    proc = Proc("harness", cmd)
+    try:
+        code = proc.wait(timeout)
+    finally:
+        proc.stop()
+    path = out / "summary.json"
+    data = json.loads(path.read_text()) if summary and path.exists() else None
+    shown = shlex.join(["python"] + cmd[1:])
+    return HarnessRun(shown, code, out, data, proc.output() + "\n" + proc.errors())
+
+
+def harness_run(scenario: Path | str, out: Path, *, url: str | None = None, sets: dict[str, object] | None = None,
+                timeout: float = 600.0) -> HarnessRun:
+    """`python -m harness run SCENARIO --out OUT --quiet [--url URL] [--set K=V ...]`."""
+    args: list[object] = ["run", scenario, "--out", out, "--quiet"] + (["--url", url] if url else [])
+    for key, value in (sets or {}).items():
+        args += ["--set", f"{key}={value}"]
+    return harness(args, out, timeout=timeout)
+
+
+# paired ratios -----------------------------------------------------------------------------
+def paired(pairs: list[tuple[float, float]]) -> tuple[float, float, float]:
+    """Median, min and max of a/b over pairs measured next to each other."""
+    ratios = [a / b for a, b in pairs if b]
+    if not ratios:
+        raise ValueError("no pair with a non-zero reference")
+    return statistics.median(ratios), min(ratios), max(ratios)
+
+
+def spread(pairs: list[tuple[float, float]]) -> str:
+    """'median 0.93 (pairs 0.88..0.97, n=3)' for pairs measured next to each other."""
+    med, low, high = paired(pairs)
+    return f"{med:.2f}" + (f" (pairs {low:.2f}..{high:.2f}, n={len(pairs)})" if len(pairs) > 1 else " (1 pair)")
