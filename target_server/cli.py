@@ -6,8 +6,7 @@ import errno
 import socket
 import sys
 
-from target_server.config import (LOCK_MODES, MODEL_NAMES, WORKER_CLASSES, ServerConfig, WeightsError,
-                                  env_defaults)
+from target_server.config import ServerConfig, WeightsError, env_defaults
 
 EXIT_BAD_USAGE = 2
 EXIT_PORT_IN_USE = 3
@@ -32,41 +31,17 @@ def port_in_use(host: str, port: int) -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = ServerConfig()
+    """One flag per serving knob (target_server.config.ServerConfig is their only source)."""
     p = argparse.ArgumentParser(
         prog="python -m target_server",
         description="Serve a PyTorch model over HTTP with Flask under gunicorn. Every flag can also "
                     "be set as TARGET_SERVER_<NAME> (e.g. TARGET_SERVER_WORKERS=4).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", choices=MODEL_NAMES, default=d.model, help="model to serve")
-    p.add_argument("--weights", default=d.weights, help="state_dict or bundle file (linear, mlp)")
-    p.add_argument("--sleep-ms", type=float, default=d.sleep_ms, help="forward time of the sleep model")
-    p.add_argument("--workers", type=int, default=d.workers, help="gunicorn worker processes")
-    p.add_argument("--worker-class", choices=WORKER_CLASSES, default=d.worker_class,
-                   help="sync: one request per worker, connection closed after each; gthread: threads + keep-alive")
-    p.add_argument("--threads", type=int, default=d.threads, help="threads per worker (gthread)")
-    p.add_argument("--lock", choices=LOCK_MODES, default=d.lock,
-                   help="global: the article's threading.Lock around every forward")
-    p.add_argument("--max-batch", type=int, default=d.max_batch,
-                   help="dynamic batching: rows per forward (1 = off; needs gthread)")
-    p.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
-                   help="longest wait for batch-mates that are already arriving")
-    p.add_argument("--queue-limit", type=int, default=d.queue_limit,
-                   help="requests waiting in a worker's batcher before 503")
-    p.add_argument("--torch-threads", type=int, default=None,
-                   help="torch intra-op threads per worker (default: cores // workers)")
-    p.add_argument("--host", default=d.host, help="address to listen on")
-    p.add_argument("--port", type=int, default=d.port, help="port (0 = any free port)")
-    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="larger bodies get 413")
-    p.add_argument("--max-rows", type=int, default=d.max_rows, help="rows per request")
-    p.add_argument("--timeout-s", type=int, default=d.timeout_s, help="gunicorn worker timeout")
-    p.add_argument("--request-timeout-s", type=float, default=d.request_timeout_s,
-                   help="longest wait in the batch queue before 503")
-    p.add_argument("--keepalive-s", type=int, default=d.keepalive_s, help="idle keep-alive (gthread)")
-    p.add_argument("--backlog", type=int, default=d.backlog, help="listen backlog")
-    p.add_argument("--auth-token", default=None, help="require 'Authorization: Bearer TOKEN'")
-    p.add_argument("--exit-with-parent", action="store_true",
-                   help="stop when the process that started the server dies")
+    for k in ServerConfig.knobs():
+        if k.type is bool:
+            p.add_argument(k.flag, action="store_true", help=k.help)
+        else:
+            p.add_argument(k.flag, type=k.type, choices=k.choices, default=k.default, help=k.help)
     return p
 
 

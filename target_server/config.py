@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,31 +25,90 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def knob(default: Any, help: str, *, choices: tuple[str, ...] | None = None, minimum: float | None = None,
+         scenario: bool = True) -> Any:
+    """A serving setting: its default, help text, allowed values and whether scenarios may set it.
+
+    This metadata is the one source for the server's flags and TARGET_SERVER_* variables
+    (target_server.cli), the harness's `target.server` scenario schema and the command line
+    the harness starts the server with (`ServerConfig.to_argv`). Adding a knob means adding a
+    field here (plus its test and docs)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum,
+                                            "scenario": scenario})
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One serving setting as described by its `knob(...)` field."""
+
+    name: str
+    type: Any  # int, float, str or bool; `optional` says whether None is allowed
+    optional: bool
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None
+    minimum: float | None
+    scenario: bool
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Serving settings; `torch_threads=None` means "cores // workers, at least 1"."""
 
-    model: str = "linear"
-    workers: int = 1
-    worker_class: str = "sync"
-    threads: int = 1
-    lock: str = "none"
-    max_batch: int = 1
-    max_wait_ms: float = 2.0
-    queue_limit: int = 256
-    torch_threads: int | None = None
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_body_bytes: int = 1_048_576
-    max_rows: int = 1024
-    timeout_s: int = 30
-    request_timeout_s: float = 10.0
-    keepalive_s: int = 5
-    backlog: int = 2048
-    weights: str | None = None
-    sleep_ms: float = 20.0
-    auth_token: str | None = field(default=None, repr=False)
-    exit_with_parent: bool = False
+    model: str = knob("linear", "model to serve", choices=MODEL_NAMES)
+    workers: int = knob(1, "gunicorn worker processes", minimum=1)
+    worker_class: str = knob("sync", "sync: one request per worker, connection closed after each; "
+                                     "gthread: threads + keep-alive", choices=WORKER_CLASSES)
+    threads: int = knob(1, "threads per worker (gthread)", minimum=1)
+    lock: str = knob("none", "global: the article's threading.Lock around every forward", choices=LOCK_MODES)
+    max_batch: int = knob(1, "dynamic batching: rows per forward (1 = off; needs gthread)", minimum=1)
+    max_wait_ms: float = knob(2.0, "longest wait for batch-mates that are already arriving", minimum=0)
+    queue_limit: int = knob(256, "requests waiting in a worker's batcher before 503", minimum=1)
+    torch_threads: int | None = knob(None, "torch intra-op threads per worker (default: cores // workers)",
+                                     minimum=1)
+    host: str = knob("127.0.0.1", "address to listen on", scenario=False)
+    port: int = knob(8000, "port (0 = any free port)", scenario=False)
+    max_body_bytes: int = knob(1_048_576, "larger bodies get 413", minimum=1)
+    max_rows: int = knob(1024, "rows per request", minimum=1)
+    timeout_s: int = knob(30, "gunicorn worker timeout", minimum=1)
+    request_timeout_s: float = knob(10.0, "longest wait in the batch queue before 503", minimum=0)
+    keepalive_s: int = knob(5, "idle keep-alive (gthread)", minimum=0)
+    backlog: int = knob(2048, "listen backlog", minimum=1, scenario=False)
+    weights: str | None = knob(None, "state_dict or bundle file (linear, mlp)")
+    sleep_ms: float = knob(20.0, "forward time of the sleep model", minimum=0)
+    auth_token: str | None = field(default=None, repr=False, metadata={
+        "help": "require 'Authorization: Bearer TOKEN'", "choices": None, "minimum": None, "scenario": True})
+    exit_with_parent: bool = knob(False, "stop when the process that started the server dies", scenario=False)
+
+    @classmethod
+    def knobs(cls) -> list[Knob]:
+        hints = typing.get_type_hints(cls)
+        out = []
+        for f in dataclasses.fields(cls):
+            hint = hints[f.name]
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            optional = type(None) in typing.get_args(hint)
+            out.append(Knob(f.name, args[0] if optional else hint, optional, f.default, f.metadata["help"],
+                            f.metadata["choices"], f.metadata["minimum"], f.metadata["scenario"]))
+        return out
+
+    def to_argv(self) -> list[str]:
+        """The flags that start a server with exactly these settings (secrets excepted: the
+        auth token travels in the environment, never on a command line others can read)."""
+        argv: list[str] = []
+        for k in self.knobs():
+            value = getattr(self, k.name)
+            if k.name == "auth_token" or value is None:
+                continue
+            if k.type is bool:
+                argv += [k.flag] if value else []
+            else:
+                argv += [k.flag, str(value)]
+        return argv
 
     @property
     def batching(self) -> bool:
@@ -63,21 +123,15 @@ class ServerConfig:
     def problems(self) -> list[str]:
         """Every inconsistency at once, phrased for the user (empty list = valid)."""
         out: list[str] = []
-        if self.model not in MODEL_NAMES:
-            out.append(f"model: unknown model {self.model!r}; choose one of {', '.join(MODEL_NAMES)}")
-        if self.worker_class not in WORKER_CLASSES:
-            out.append(f"worker_class: {self.worker_class!r} is not one of {', '.join(WORKER_CLASSES)}")
-        if self.lock not in LOCK_MODES:
-            out.append(f"lock: {self.lock!r} is not one of {', '.join(LOCK_MODES)}")
-        for name in ("workers", "threads", "max_batch", "queue_limit", "max_body_bytes", "max_rows",
-                     "timeout_s", "backlog"):
-            if getattr(self, name) < 1:
-                out.append(f"{name}: must be at least 1, got {getattr(self, name)}")
-        if self.torch_threads is not None and self.torch_threads < 1:
-            out.append(f"torch_threads: must be at least 1, got {self.torch_threads}")
-        for name in ("max_wait_ms", "sleep_ms", "request_timeout_s", "keepalive_s"):
-            if getattr(self, name) < 0:
-                out.append(f"{name}: must not be negative, got {getattr(self, name)}")
+        for k in self.knobs():
+            if k.choices and getattr(self, k.name) not in k.choices:
+                out.append(f"{k.name}: unknown {k.name.replace('_', ' ')} {getattr(self, k.name)!r}; "
+                           f"choose one of {', '.join(k.choices)}")
+        for k in self.knobs():
+            value = getattr(self, k.name)
+            if k.minimum is not None and value is not None and value < k.minimum:
+                rule = "must not be negative" if k.minimum == 0 else f"must be at least {k.minimum:g}"
+                out.append(f"{k.name}: {rule}, got {value}")
         if not 0 <= self.port <= 65535:
             out.append(f"port: {self.port} is outside 0-65535")
         if self.worker_class == "sync" and self.threads > 1:
@@ -112,25 +166,17 @@ class ServerConfig:
 
 
 def env_defaults(environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """Settings given as TARGET_SERVER_<NAME> environment variables, converted to field types."""
+    """Settings given as TARGET_SERVER_<NAME> environment variables, converted to the knobs' types."""
     environ = os.environ if environ is None else environ
     out: dict[str, Any] = {}
-    for f in dataclasses.fields(ServerConfig):
-        raw = environ.get(ENV_PREFIX + f.name.upper())
-        if raw is None:
-            continue
-        out[f.name] = _convert(f.name, raw)
+    for k in ServerConfig.knobs():
+        raw = environ.get(ENV_PREFIX + k.name.upper())
+        if raw is not None:
+            out[k.name] = _convert(k, raw)
     return out
 
 
-def _convert(name: str, raw: str) -> Any:
-    default = next(f.default for f in dataclasses.fields(ServerConfig) if f.name == name)
-    if isinstance(default, bool):
+def _convert(k: Knob, raw: str) -> Any:
+    if k.type is bool:
         return raw.strip().lower() in ("1", "true", "yes", "on")
-    if name == "torch_threads":
-        return int(raw)
-    if isinstance(default, int):
-        return int(raw)
-    if isinstance(default, float):
-        return float(raw)
-    return raw
+    return k.type(raw)

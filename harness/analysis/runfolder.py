@@ -7,14 +7,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from harness.analysis import stats as analysis
+from harness.analysis.windows import little_check, windows
+from harness.results.samples import read_samples
+from harness.results.resources import SERVER_ROLES
+from harness.results.resources import read_resources
 from harness.results import summary as summary_mod
 from harness.analysis import trends
 from harness.errors import UserError
+from harness.results.meta import read_plan
 from harness.scenario.plan import LoadPlan
-from harness.run.scrape import load_metrics
+from harness.results.metrics import read_metrics
 
 SOAK_CHUNKS = 20
 
@@ -54,18 +58,6 @@ class RunAnalysis:
         return "users" if self.summary["load_model"] == "closed" else "req/s"
 
 
-def read_plan(run_dir: Path) -> LoadPlan | None:
-    """The load plan from the run's resolved scenario.yaml (None when it is missing or unreadable)."""
-    try:
-        load = yaml.safe_load((Path(run_dir) / "scenario.yaml").read_text())["load"]
-        return LoadPlan.from_stages(load["model"], [(float(s["duration"]), float(s["target"]))
-                                                    for s in load["stages"]],
-                                    start=float(load.get("start", 0.0)), warmup=float(load.get("warmup", 0.0)),
-                                    arrival=load.get("arrival", "constant"), seed=int(load.get("seed", 0)))
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
-        return None
-
-
 def settings(summary: dict[str, Any]) -> dict[str, Any]:
     """The settings that tell runs apart: server knobs, engine, load model, generator processes."""
     server = (summary.get("target") or {}).get("server_settings") or {}
@@ -83,34 +75,34 @@ def analyse_run(run_dir: Path) -> RunAnalysis:
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run folder")
     summary = summary_mod.read(run_dir)
-    df = analysis.load_samples(run_dir)
+    df = read_samples(run_dir)
     if df.empty:
         raise UserError(f"{run_dir}: no samples (samples-*.csv) to report on")
     plan = read_plan(run_dir)
     warmup, until = float(summary["warmup_s"]), float(summary["duration_s"])
-    resources = summary_mod.load_resources(run_dir)
-    win = analysis.windows(df, 1.0, plan, until=max(until, 1.0))
+    resources = read_resources(run_dir)
+    win = windows(df, 1.0, plan, until=max(until, 1.0))
     edges = np.append(win["t"].to_numpy(), win["t"].iloc[-1] + 1.0)
-    win["server_cpu_s"] = analysis.cpu_seconds(resources, analysis.SERVER_ROLES, edges)
+    win["server_cpu_s"] = analysis.cpu_seconds(resources, SERVER_ROLES, edges)
     win["generator_cpu_s"] = analysis.cpu_seconds(resources, ("generator",), edges)
 
     intended = df["intended"].to_numpy()
     answered = (intended >= warmup) & (intended < until) & (df["status"].to_numpy() > 0)
     latency = (df["end"].to_numpy()[answered] - intended[answered]) * 1000.0
     measured = win[(win["t"] >= warmup) & (win["t"] < until)]
-    cpu_s = float(analysis.cpu_seconds(resources, analysis.SERVER_ROLES, np.array([warmup, until]))[0])
+    cpu_s = float(analysis.cpu_seconds(resources, SERVER_ROLES, np.array([warmup, until]))[0])
     series = analysis.resource_series(resources)
 
     soak = None
     if trends.is_soak(measured):
-        chunks = analysis.windows(df, (until - warmup) / SOAK_CHUNKS, plan, until=until, start=warmup)
+        chunks = windows(df, (until - warmup) / SOAK_CHUNKS, plan, until=until, start=warmup)
         in_window = series[(series["t"] >= warmup) & (series["t"] <= until)]
         workers = resources[(resources["role"] == "server_worker") & (resources["t"] >= warmup)
                             & (resources["t"] <= until)]
         soak = trends.soak(chunks, in_window, workers)
     return RunAnalysis(
         run_dir=run_dir, summary=summary, plan=plan, win=win, resources=resources, series=series,
-        metrics=load_metrics(run_dir), spectrum=analysis.percentile_spectrum(latency),
+        metrics=read_metrics(run_dir), spectrum=analysis.percentile_spectrum(latency),
         histogram=analysis.latency_histogram(latency), knee=trends.knee(measured, summary["load_model"]),
-        soak=soak, little=analysis.little_check(measured, summary["load_model"]),
+        soak=soak, little=little_check(measured, summary["load_model"]),
         efficiency=analysis.requests_per_cpu_second(float(summary["requests"]), cpu_s))

@@ -21,6 +21,8 @@ import struct
 import time
 from typing import NamedTuple
 
+from harness.results.samples import CLOSED, CONNECT, PROTOCOL, RESET, TIMEOUT, TOO_LARGE
+
 MAX_HEADER_BYTES = 65536
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 RECV_BYTES = 65536
@@ -28,13 +30,6 @@ RECV_BYTES = 65536
 # left when the kernel timeout was last armed): closer to the deadline it is re-armed to the rest
 DEADLINE_SLACK = 0.002
 
-# error kinds written to samples
-TIMEOUT = "timeout"
-CONNECT = "connect"
-RESET = "reset"
-CLOSED = "closed"
-PROTOCOL = "protocol"
-TOO_LARGE = "too_large"
 
 # what a response header means to the client; names are matched case-insensitively, ignoring
 # surrounding blanks, and each spelling seen is remembered so later responses skip the folding
@@ -344,22 +339,15 @@ class Connection:
         return buf + data
 
 
-def parse_server_timing(value: bytes | None) -> tuple[float, float, float | None] | None:
-    """(queue_ms, infer_ms, total_ms) from `queue;dur=..., infer;dur=..., total;dur=...`.
-
-    None if absent or without `infer`; queue defaults to 0 and total to None (unknown)."""
-    if not value:
-        return None
-    found: dict[bytes, float] = {}
-    for metric in value.split(b","):
-        name, _, params = metric.strip().partition(b";")
-        for param in params.split(b";"):
-            key, _, number = param.strip().partition(b"=")
-            if key == b"dur":
-                try:
-                    found[name.strip()] = float(number)
-                except ValueError:
-                    pass
-    if b"infer" not in found:
-        return None
-    return found.get(b"queue", 0.0), found[b"infer"], found.get(b"total")
+def request_bytes(method: str, host: str, port: int, path: str, body: bytes,
+                  headers: dict[str, str]) -> bytes:
+    """One complete HTTP/1.1 request, built once and sent as is on every iteration."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "User-Agent: inference-harness/0.1",
+             "Accept: */*"]
+    names = {k.lower() for k in headers}
+    if method != "GET" or body:
+        if "content-type" not in names:
+            lines.append("Content-Type: application/json")
+        lines.append(f"Content-Length: {len(body)}")
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body

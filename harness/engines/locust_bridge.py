@@ -15,35 +15,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.errors import TargetUnusable
-from harness.scenario.plan import LoadPlan
+from harness.engines.base import EngineContext, ProgressMessage, register
+from harness.engines.locust_plan import PARENT_ENV, PLAN_ENV, plan_document, write_plan
 from harness.engines.ports import free_port
-from harness.scenario.schema import Scenario
-from harness.results.tail import SampleTail
+from harness.errors import TargetUnusable
+from harness.processes import end_process_group
+from harness.results import layout
+from harness.results.layout import log_tail
+from harness.engines.sample_tail import SampleTail
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"  # shipped in the package
-PLAN_ENV = "HARNESS_LOCUST_PLAN"
-PARENT_ENV = "HARNESS_PARENT_PID"  # only for Locust processes this harness starts itself
-
-
-def plan_document(scenario: Scenario, plan: LoadPlan, bodies: list[bytes], headers: dict[str, str],
-                  run_dir: Path | None, mode: str) -> dict[str, Any]:
-    """The plan file Locust reads (harness/engines/locust_plan.py: Bridge)."""
-    target = scenario.target
-    all_headers = {"Content-Type": "application/json", **headers} if target.method == "POST" else dict(headers)
-    return {
-        "mode": mode, "endpoint": target.endpoint, "method": target.method,
-        "bodies": [b.decode("utf-8") for b in bodies], "headers": all_headers,
-        "timeout": target.timeout,
-        "plan": {"model": plan.model, "stages": [[s.duration, s.end] for s in plan.segments],
-                 "start": plan.segments[0].begin, "warmup": plan.warmup, "arrival": plan.arrival,
-                 "seed": plan.seed},
-        "max_in_flight": scenario.load.max_in_flight,
-        "workers": max(scenario.locust.workers + scenario.locust.remote_workers, 1),
-        "run_dir": str(run_dir) if run_dir else None,
-    }
-
-
 class LocustProcesses:
     """A Locust master (or single local runner) and its workers, each in its own session."""
 
@@ -51,8 +32,7 @@ class LocustProcesses:
                  extra_args: list[str], *, remote_workers: int = 0, master_host: str = "127.0.0.1",
                  master_port: int = 0) -> None:
         self.run_dir = run_dir
-        self.plan_path = run_dir / "locust-plan.json"
-        self.plan_path.write_text(json.dumps(plan_doc))
+        self.plan_path = write_plan(run_dir, plan_doc)
         self.url = url
         self.workers = workers
         self.remote_workers = remote_workers
@@ -73,12 +53,12 @@ class LocustProcesses:
         args = ["--host", self.url, *self.extra_args]
         expected = self.workers + self.remote_workers
         if expected == 0:
-            self.master = self._spawn(args, "locust.log")
+            self.master = self._spawn(args, layout.LOCUST_LOG)
             return
         port = self.master_port or free_port()
         args += ["--master", "--expect-workers", str(expected), "--master-bind-host", self.master_host,
                  "--master-bind-port", str(port)]
-        self.master = self._spawn(args, "locust.log")
+        self.master = self._spawn(args, layout.LOCUST_LOG)
         connect_to = "127.0.0.1" if self.master_host in ("0.0.0.0", "::") else self.master_host
         self.worker_procs = [self._spawn(["--worker", "--master-host", connect_to, "--master-port", str(port)],
                                          f"locust-worker-{i}.log") for i in range(self.workers)]
@@ -95,12 +75,8 @@ class LocustProcesses:
     def master_alive(self) -> bool:
         return self.master is not None and self.master.poll() is None
 
-    def log_tail(self, lines: int = 12) -> str:
-        try:
-            text = (self.run_dir / "locust.log").read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return "\n".join("    " + line for line in text[-lines:])
+    def log_tail(self) -> str:
+        return log_tail(self.run_dir / layout.LOCUST_LOG, 12)
 
     def stop(self) -> None:
         """SIGTERM the master: Locust stops the users, writes its CSV/HTML and tells workers to quit."""
@@ -117,33 +93,24 @@ class LocustProcesses:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                if proc.poll() is not None:
-                    break
-                try:
-                    os.killpg(proc.pid, sig)
-                    proc.wait(timeout=3)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    pass
+            end_process_group(proc, 3.0)
 
 
 class LocustEngine:
-    """Parent-side handle with the same surface as ThreadPoolEngine."""
+    """The Engine for `engine: locust`: Locust headless, following the plan, in its own processes."""
 
-    def __init__(self, scenario: Scenario, plan: LoadPlan, bodies: list[bytes], headers: dict[str, str],
-                 url: str, run_dir: Path) -> None:
-        mode = plan.model
-        doc = plan_document(scenario, plan, bodies, headers, run_dir, mode)
+    def __init__(self, context: EngineContext) -> None:
+        scenario, plan, run_dir = context.scenario, context.plan, context.run_dir
+        doc = plan_document(scenario, plan, context.bodies, context.headers, run_dir, plan.model)
         options = scenario.locust
         self.processes = LocustProcesses(
-            run_dir, doc, url, options.workers,
+            run_dir, doc, context.url, options.workers,
             ["--headless", "--csv", str(run_dir / "locust"), "--html", str(run_dir / "locust.html"),
              "--only-summary"],
             remote_workers=options.remote_workers, master_host=options.master_host,
             master_port=options.master_port)
         self.run_dir = run_dir
         self.tail = SampleTail(run_dir)
-        self.done: dict[int, dict[str, Any]] = {}
 
     @property
     def pids(self) -> list[int]:
@@ -154,7 +121,7 @@ class LocustEngine:
         self.processes.start()
         if self.processes.remote_workers:
             ready_timeout += 600  # people need time to start workers on other machines
-        clock = self.run_dir / "locust-clock.json"
+        clock = self.run_dir / layout.LOCUST_CLOCK
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
             if clock.exists():
@@ -168,10 +135,10 @@ class LocustEngine:
         tail = self.processes.log_tail()
         self.processes.stop()
         self.processes.close(5)
-        raise TargetUnusable(f"Locust did not start its test (see {self.run_dir / 'locust.log'})"
+        raise TargetUnusable(f"Locust did not start its test (see {self.run_dir / layout.LOCUST_LOG})"
                              + (f":\n{tail}" if tail else ""))
 
-    def messages(self, timeout: float) -> list[tuple[str, int, dict[str, Any]]]:
+    def messages(self, timeout: float) -> list[ProgressMessage]:
         time.sleep(timeout)
         return self.tail.progress()
 
@@ -187,7 +154,7 @@ class LocustEngine:
 
     def reasons(self) -> list[str]:
         """Validity problems only Locust knows about."""
-        status_path = self.run_dir / "locust-status.json"
+        status_path = self.run_dir / layout.LOCUST_STATUS
         try:
             status = json.loads(status_path.read_text())
         except (OSError, ValueError):
@@ -196,3 +163,6 @@ class LocustEngine:
             return ["Locust reported a generator process above 90% CPU: its timings are not trustworthy; "
                     "add locust.workers or lower the load"]
         return []
+
+
+register("locust")(LocustEngine)

@@ -1,4 +1,4 @@
-"""What the harness hands to Locust (a plan file) and what comes back (sample rows), Locust side.
+"""The Locust plan file (written by the harness, read by the locustfile) and Locust's sample rows.
 
 The harness never imports locust; it writes a JSON plan file, names it in HARNESS_LOCUST_PLAN and
 starts Locust as a subprocess. Rows use the harness's sample schema. Times are kept relative to
@@ -13,11 +13,15 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from harness.engines.http_client import parse_server_timing
+from harness.results import layout
+from harness.results.samples import (CLOSED, CONNECT, HTTP_ERROR, OK, PROTOCOL, RESET, TIMEOUT, Sample,
+                                     parse_server_timing)
 from harness.scenario.plan import LoadPlan
-from harness.results.samples import HEADER, HTTP_ERROR, NOT_SENT
+
+if TYPE_CHECKING:
+    from harness.scenario.schema import Scenario
 
 PLAN_ENV = "HARNESS_LOCUST_PLAN"
 PARENT_ENV = "HARNESS_PARENT_PID"  # set only on Locust processes the harness starts itself
@@ -47,11 +51,26 @@ class Bridge:
         return cls(**json.loads(Path(path).read_text()))
 
     def load_plan(self) -> LoadPlan | None:
-        if self.plan is None:
-            return None
-        p = self.plan
-        return LoadPlan.from_stages(p["model"], [tuple(s) for s in p["stages"]], start=p["start"],
-                                    warmup=p["warmup"], arrival=p["arrival"], seed=p["seed"])
+        return None if self.plan is None else LoadPlan.from_dict(self.plan)
+
+
+def plan_document(scenario: Scenario, plan: LoadPlan, bodies: list[bytes], headers: dict[str, str],
+                  run_dir: Path | None, mode: str) -> dict[str, Any]:
+    """The plan file's contents for a run (or, with mode "ui", for the web UI)."""
+    target = scenario.target
+    all_headers = {"Content-Type": "application/json", **headers} if target.method == "POST" else dict(headers)
+    return {
+        "mode": mode, "endpoint": target.endpoint, "method": target.method,
+        "bodies": [b.decode("utf-8") for b in bodies], "headers": all_headers,
+        "timeout": target.timeout, "plan": plan.to_dict(),
+        "max_in_flight": scenario.load.max_in_flight,
+        "workers": max(scenario.locust.workers + scenario.locust.remote_workers, 1),
+        "run_dir": str(run_dir) if run_dir else None,
+    }
+
+
+def write_plan(run_dir: Path, doc: dict[str, Any]) -> Path:
+    return layout.atomic_write(Path(run_dir) / layout.LOCUST_PLAN, json.dumps(doc))
 
 
 class Clock:
@@ -73,20 +92,20 @@ def classify(status: int, error: BaseException | None) -> str:
     if status >= 400:
         return HTTP_ERROR
     if error is None and status > 0:
-        return ""
+        return OK
     name = type(error).__name__.lower() if error is not None else ""
     if isinstance(error, (socket.timeout, TimeoutError)) or "timeout" in name:
-        return "timeout"
+        return TIMEOUT
     if isinstance(error, ConnectionRefusedError):
-        return "connect"
+        return CONNECT
     if isinstance(error, (ConnectionResetError, BrokenPipeError)):
-        return "reset"
+        return RESET
     if "closed" in name:
-        return "closed"
-    return "protocol"
+        return CLOSED
+    return PROTOCOL
 
 
-def response_row(intended: float, start: float, end: float, response: Any, stage: int, gen: int) -> tuple:
+def response_row(intended: float, start: float, end: float, response: Any, stage: int, gen: int) -> Sample:
     status = int(getattr(response, "status_code", 0) or 0)
     error = classify(status, getattr(response, "error", None))
     size = 0
@@ -101,30 +120,4 @@ def response_row(intended: float, start: float, end: float, response: Any, stage
         value = headers.get("Server-Timing") or headers.get("server-timing")
         timing = parse_server_timing(value.encode("latin-1")) if value else None
     queue, infer, total = timing if timing else (None, None, None)
-    return (intended, start, end, status, error, size, stage, gen, queue, infer, total)
-
-
-def not_sent_row(intended: float, stage: int, gen: int) -> tuple:
-    return (intended, None, None, 0, NOT_SENT, 0, stage, gen, None, None, None)
-
-
-def shift(row: tuple, offset: float) -> tuple:
-    """Move a row from a worker's timeline onto the master's (offset = worker start - master start)."""
-    intended, start, end, *rest = row
-    return (intended + offset, None if start is None else start + offset,
-            None if end is None else end + offset, *rest)
-
-
-class RelayedSamples:
-    """A worker's sample file on the master: whole CSV lines as they arrive, one write each."""
-
-    def __init__(self, path: Path) -> None:
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.write(self._fd, HEADER.encode())
-
-    def write(self, text: str) -> None:
-        if text:
-            os.write(self._fd, text.encode())
-
-    def close(self) -> None:
-        os.close(self._fd)
+    return Sample(intended, start, end, status, error, size, stage, gen, queue, infer, total)

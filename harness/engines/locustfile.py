@@ -21,9 +21,10 @@ import gevent
 from locust import FastHttpUser, LoadTestShape, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
-from harness.results.samples import SampleWriter, format_row
+from harness.engines.locust_plan import PARENT_ENV, Bridge, Clock, response_row
 from harness.engines.web_auth import WEB_AUTH_ENV, parse_credentials, require_basic_auth
-from harness.engines.locust_plan import PARENT_ENV, Bridge, Clock, RelayedSamples, not_sent_row, response_row, shift
+from harness.results import layout
+from harness.results.samples import RelayedSamples, Sample, SampleWriter, format_row, not_sent, shifted
 
 BRIDGE = Bridge.from_environment()
 PLAN = BRIDGE.load_plan()
@@ -38,7 +39,7 @@ STATE: dict[str, Any] = {"gen": 0, "rows": [], "writer": None, "writers": {}, "a
 ARRIVAL_LOCK = threading.Lock()  # a gevent lock after monkey-patching
 
 
-def record(row: tuple) -> None:
+def record(row: Sample) -> None:
     writer = STATE["writer"]
     if writer is not None:
         writer.append(row)
@@ -162,11 +163,11 @@ def on_test_start(environment: Any, **_: Any) -> None:
         STATE["gen"] = max(runner.worker_index, 0)
         gevent.spawn(relay_rows, runner)
     elif BRIDGE.run_dir:
-        Path(BRIDGE.run_dir, "locust-clock.json").write_text(json.dumps({"t0": CLOCK.mono}))
+        layout.atomic_write(Path(BRIDGE.run_dir, layout.LOCUST_CLOCK), json.dumps({"t0": CLOCK.mono}))
         if isinstance(runner, MasterRunner):
             runner.send_message("harness_clock", {"wall": CLOCK.wall})  # before the spawn messages
         else:
-            STATE["writer"] = SampleWriter(Path(BRIDGE.run_dir) / "samples-0.csv")
+            STATE["writer"] = SampleWriter(layout.samples_file(BRIDGE.run_dir, 0))
     if PLAN is not None and BRIDGE.mode == "open":
         parts = BRIDGE.workers if isinstance(runner, WorkerRunner) else 1
         STATE["arrivals"] = PLAN.arrivals(STATE["gen"] % parts, parts)
@@ -190,7 +191,7 @@ def flush_to_master(runner: WorkerRunner) -> None:
     if STATE["master_wall"]:
         rows, STATE["rows"] = STATE["rows"], []
         offset = CLOCK.wall - STATE["master_wall"]
-        text = "".join(format_row(shift(row, offset)) for row in rows)
+        text = "".join(format_row(shifted(row, offset)) for row in rows)
     runner.send_message("harness_samples", {"gen": STATE["gen"], "text": text, "pending": STATE["pending"],
                                             "exhausted": STATE["exhausted"]})
 
@@ -203,7 +204,7 @@ def on_worker_rows(environment: Any, msg: Any, **_: Any) -> None:
         return
     relayed = STATE["writers"].get(gen)
     if relayed is None:
-        relayed = STATE["writers"][gen] = RelayedSamples(Path(BRIDGE.run_dir) / f"samples-{gen}.csv")
+        relayed = STATE["writers"][gen] = RelayedSamples(layout.samples_file(BRIDGE.run_dir, gen))
     relayed.write(data["text"])
 
 
@@ -215,7 +216,7 @@ def on_test_stop(environment: Any, **_: Any) -> None:
             for intended in STATE["arrivals"]:
                 if intended >= until:
                     break
-                record(not_sent_row(intended, stage_at(intended), STATE["gen"]))
+                record(not_sent(intended, stage_at(intended), STATE["gen"]))
     if isinstance(environment.runner, WorkerRunner):
         flush_to_master(environment.runner)
 
@@ -231,4 +232,4 @@ def on_quitting(environment: Any, **_: Any) -> None:
         status = {"cpu_warning": bool(getattr(runner, "cpu_warning_emitted", False)
                                       or getattr(runner, "worker_cpu_warning_emitted", False)),
                   "written_at": time.time()}
-        Path(BRIDGE.run_dir, "locust-status.json").write_text(json.dumps(status))
+        layout.atomic_write(Path(BRIDGE.run_dir, layout.LOCUST_STATUS), json.dumps(status))

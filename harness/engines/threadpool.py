@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from harness.engines.http_client import CONNECT, Connection, RequestFailed
+from harness.engines.base import EngineContext, ProgressMessage, register
+from harness.engines.http_client import Connection, RequestFailed, request_bytes
+from harness.results import layout
+from harness.results.samples import CONNECT, HTTP_ERROR, OK, Sample, SampleWriter, not_sent
 from harness.scenario.plan import LoadPlan
-from harness.results.samples import HTTP_ERROR, NOT_SENT, SampleWriter
 
 PROGRESS_INTERVAL = 1.0
 # A closed-model user whose connection was refused waits this long before trying again: the
@@ -114,8 +116,8 @@ class _Generator:
             response = conn.request(raw, self.spec.timeout)
         except RequestFailed as exc:
             end = time.monotonic()
-            row = (intended, start - t0, end - t0, 0, exc.kind, 0, self._stage_of(intended),
-                   self.spec.gen, None, None, None)
+            row = Sample(intended, start - t0, end - t0, 0, exc.kind, 0, self._stage_of(intended),
+                         self.spec.gen)
             counters.errors += 1
             refused = exc.kind == CONNECT
         else:
@@ -126,13 +128,13 @@ class _Generator:
                 error = HTTP_ERROR
                 counters.errors += 1
             else:
-                error = ""
+                error = OK
             lo, hi, stage = self._stage_span
             if not lo <= intended < hi:
                 stage = self._stage_of(intended)
             # Server-Timing travels raw: the writer thread parses it (harness.results.samples.format_row)
-            row = (intended, start - t0, end - t0, status, error, response.body_bytes, stage,
-                   self.spec.gen, response.server_timing, None, None)
+            row = Sample(intended, start - t0, end - t0, status, error, response.body_bytes, stage,
+                         self.spec.gen, response.server_timing)
         self.in_flight -= 1
         self.writer.append(row)
         counters.sent += 1
@@ -200,8 +202,7 @@ class _Generator:
             conn.close()
 
     def _not_sent(self, intended: float) -> None:
-        self.writer.append((intended, None, None, 0, NOT_SENT, 0, self.spec.plan.stage_at(intended),
-                            self.spec.gen, None, None, None))
+        self.writer.append(not_sent(intended, self.spec.plan.stage_at(intended), self.spec.gen))
 
     def drain_not_sent(self, until: float) -> int:
         """Arrivals planned before `until` (s from start) that no thread could send."""
@@ -341,17 +342,20 @@ class ThreadPoolEngine:
         self.t0.value = t0
         return t0
 
-    def messages(self, timeout: float) -> list[tuple[str, int, dict[str, Any]]]:
-        out = []
+    def messages(self, timeout: float) -> list[ProgressMessage]:
+        raw = []
         try:
-            out.append(self.reports.get(timeout=timeout))
+            raw.append(self.reports.get(timeout=timeout))
             while True:
-                out.append(self.reports.get_nowait())
+                raw.append(self.reports.get_nowait())
         except queue.Empty:
             pass
-        for kind, gen, payload in out:
+        out = []
+        for kind, gen, payload in raw:
             if kind == "done":
                 self.done[gen] = payload
+            elif kind == "progress":
+                out.append(ProgressMessage(gen, payload["sent"], payload["errors"], payload["latencies"]))
         return out
 
     @property
@@ -376,3 +380,17 @@ class ThreadPoolEngine:
                 proc.kill()
                 proc.join(timeout=2)
         self.messages(0.05)
+
+
+@register("threadpool")
+def threadpool_engine(context: EngineContext) -> ThreadPoolEngine:
+    """One generator process per `generator.processes`, each on its share of the plan."""
+    scenario, target = context.scenario, context.scenario.target
+    raws = [request_bytes(target.method, context.host, context.port, target.endpoint, body, context.headers)
+            for body in context.bodies]
+    parts = scenario.generator.processes
+    return ThreadPoolEngine([GeneratorSpec(gen=g, parts=parts, host=context.host, port=context.port,
+                                           requests=raws, timeout=target.timeout, plan=context.plan,
+                                           max_in_flight=scenario.load.max_in_flight,
+                                           samples_path=str(layout.samples_file(context.run_dir, g)))
+                             for g in range(parts)])

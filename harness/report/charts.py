@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
-from harness.analysis import stats as analysis
-from harness.run import scrape
+from harness.analysis.windows import little_sides
+from harness.analysis import server_metrics
 from harness.analysis import trends
 from harness.report.plotting import STYLE, TIME_LABEL, headroom, log_if_wide, mark_stages, new_figure, plain_log, png
 from harness.analysis.runfolder import RunAnalysis
@@ -241,7 +241,7 @@ def knee_chart(ra: RunAnalysis) -> str | None:
 @STYLE
 def little_chart(ra: RunAnalysis) -> str:
     win, closed = ra.win, ra.summary["load_model"] == "closed"
-    planned, measured = analysis.little_sides(win, ra.summary["load_model"])
+    planned, measured = little_sides(win, ra.summary["load_model"])
     fig = new_figure(3.4)
     ax = fig.subplots()
     ax.plot(_mid(win), planned, color="#bf8700", lw=1.8,
@@ -261,7 +261,7 @@ def little_chart(ra: RunAnalysis) -> str:
 def prometheus_chart(ra: RunAnalysis) -> str | None:
     """What the target's /metrics said, next to the client's view of the same seconds."""
     m = ra.metrics
-    status = scrape.counter_rates(m, "inference_requests_total", "status")
+    status = server_metrics.counter_rates(m, "inference_requests_total", "status")
     if m.empty or status.empty:
         return None
     fig = new_figure(7.2)
@@ -271,7 +271,7 @@ def prometheus_chart(ra: RunAnalysis) -> str | None:
     req.plot(_mid(ra.win), ra.win["rps"], color="black", ls="--", lw=1.0, label="client: sent req/s")
     req.set_ylabel("requests / second")
     req.set_title("Requests by status (server counter vs client)", loc="left", pad=14)
-    series = {label: (scrape.histogram_means(m, base, 1000.0), color) for base, label, color in (
+    series = {label: (server_metrics.histogram_means(m, base, 1000.0), color) for base, label, color in (
         ("inference_request_duration_seconds", "server: whole handler", "#8250df"),
         ("inference_queue_duration_seconds", "server: queue", "#fb8f44"),
         ("inference_compute_duration_seconds", "server: compute", "#0969da"))}
@@ -284,7 +284,7 @@ def prometheus_chart(ra: RunAnalysis) -> str | None:
     dur.plot(_mid(ra.win), ra.win["service_ms"], color="black", ls="--", lw=1.0, label="client: service time")
     dur.set_ylabel("mean per interval (ms)" + (", log scale" if dur.get_yscale() == "log" else ""))
     dur.set_title("Queue vs compute time (server) and client latency", loc="left", pad=14)
-    rows = scrape.histogram_means(m, "inference_batch_rows")
+    rows = server_metrics.histogram_means(m, "inference_batch_rows")
     if rows.notna().any():
         batch.plot(rows.index, rows, color="#1a7f37", lw=1.4, label="mean rows per forward")
         batch.legend(loc="upper right", fontsize=8)
@@ -292,7 +292,7 @@ def prometheus_chart(ra: RunAnalysis) -> str | None:
     batch.set_ylim(bottom=0)
     batch.set_xlabel(TIME_LABEL)
     batch.set_title("Batch size over time", loc="left", pad=14)
-    counts = scrape.histogram_counts(m, "inference_batch_rows")
+    counts = server_metrics.histogram_counts(m, "inference_batch_rows")
     if counts.sum() > 0:
         labels = [f"≤{b:g}" if np.isfinite(b) else f">{counts.index[-2]:g}" for b in counts.index]
         dist.bar(range(len(counts)), counts.to_numpy(), color="#1a7f37", tick_label=labels)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import glob
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +12,15 @@ import pandas as pd
 from harness.report import compare_charts
 from harness.errors import UserError
 from harness.report.html import badge, esc, fmt, image, page, table
-from harness.workflows.repeats import REPEAT_DIR, expand_repeats, repeat_dirs
 from harness.analysis.runfolder import RunAnalysis, analyse_run, settings
-from harness.results.summary import SUMMARY_FILE
+from harness.results import layout
+from harness.results.figures import FIGURES, Figure, value
 
 TIE = 0.03  # relative differences below this are ties
-# (column, label, True when higher is better)
-MAIN = [("ok_rps", "successful req/s", True), ("p50_ms", "p50 latency (ms)", False),
-        ("p95_ms", "p95 latency (ms)", False), ("p99_ms", "p99 latency (ms)", False),
-        ("error_rate", "error rate", False), ("req_per_cpu_s", "requests per server CPU-second", True)]
-OTHER = [("requests", "requests measured"), ("rps", "req/s (sent)"), ("p90_ms", "p90 latency (ms)"),
-         ("max_ms", "max latency (ms)"), ("server_cpu_percent", "server CPU % (mean)"),
-         ("generator_cpu_percent", "generator CPU % (mean)"), ("saturation_rps", "saturation req/s")]
+# figures judged (coloured against the baseline, counted in the verdict), then figures shown for context
+MAIN = [FIGURES[n] for n in ("ok_rps", "p50_ms", "p95_ms", "p99_ms", "error_rate", "req_per_cpu_s")]
+OTHER = [FIGURES[n] for n in ("requests", "rps", "p90_ms", "max_ms", "server_cpu_percent",
+                               "generator_cpu_percent", "saturation_rps")]
 
 
 def expand_run_dirs(args: list[str]) -> list[Path]:
@@ -34,12 +30,12 @@ def expand_run_dirs(args: list[str]) -> list[Path]:
     for arg in args:
         if any(c in arg for c in "*?["):
             matches = sorted(Path(p) for p in glob.glob(arg)
-                             if (Path(p) / SUMMARY_FILE).is_file() or repeat_dirs(Path(p)))
+                             if (Path(p) / layout.SUMMARY).is_file() or layout.repeat_dirs(Path(p)))
             if not matches:
-                raise UserError(f"{arg}: matches no run folder (a folder with {SUMMARY_FILE})")
-            runs += expand_repeats(matches)
+                raise UserError(f"{arg}: matches no run folder (a folder with {layout.SUMMARY})")
+            runs += layout.expand_repeats(matches)
         else:
-            runs += expand_repeats([Path(arg)])
+            runs += layout.expand_repeats([Path(arg)])
     unique = list(dict.fromkeys(runs))
     if len(unique) < 2:
         raise UserError("compare needs at least two run folders; the first one is the baseline")
@@ -63,24 +59,23 @@ def run_labels(analyses: list[RunAnalysis]) -> list[str]:
 
 def folder_label(run_dir: Path) -> str:
     """The folder's name; a repeat is named with its parent (`nightly/repeat-2`)."""
-    return f"{run_dir.parent.name}/{run_dir.name}" if REPEAT_DIR.match(run_dir.name) else run_dir.name
+    return f"{run_dir.parent.name}/{run_dir.name}" if layout.REPEAT_NAME.match(run_dir.name) else run_dir.name
 
 
-def figures(ra: RunAnalysis, label: str) -> dict[str, Any]:
-    s, lat = ra.summary, ra.summary["latency_ms"]
+def run_figures(ra: RunAnalysis, label: str) -> dict[str, Any]:
+    """One run's row of the comparison: every MAIN and OTHER figure, from its summary or analysis."""
+    s = ra.summary
+    derived = {"req_per_cpu_s": ra.efficiency, "saturation_rps": ra.knee["saturation_rps"] if ra.knee else None}
     return {"run": folder_label(ra.run_dir), "label": label, "scenario": s["name"], "valid": s["valid"],
-            "passed": s["passed"], "requests": s["requests"], "rps": s["rps"], "ok_rps": s["ok_rps"],
-            "error_rate": s["error_rate"], "p50_ms": lat["p50"], "p90_ms": lat["p90"], "p95_ms": lat["p95"],
-            "p99_ms": lat["p99"], "max_ms": lat["max"], "server_cpu_percent": s["server"]["cpu_percent_mean"],
-            "generator_cpu_percent": s["generator"]["cpu_percent_mean"], "req_per_cpu_s": ra.efficiency,
-            "saturation_rps": ra.knee["saturation_rps"] if ra.knee else None,
+            "passed": s["passed"],
+            **{f.name: value(s, f.name) if f.path else derived[f.name] for f in MAIN + OTHER},
             "knee": ra.knee["knee"]["offered"] if ra.knee and ra.knee["knee"] else None}
 
 
 def comparison_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per run; every numeric figure also as <figure>_delta and <figure>_ratio vs the first run."""
     frame = pd.DataFrame(rows)
-    for column in [c for c, _, _ in MAIN] + [c for c, _ in OTHER]:
+    for column in [f.name for f in MAIN + OTHER]:
         values = pd.to_numeric(frame[column], errors="coerce")
         base = values.iloc[0]
         frame[f"{column}_delta"] = values - base
@@ -88,9 +83,9 @@ def comparison_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-def _better(a: float, b: float, higher: bool) -> bool:
+def _better(a: float, b: float, figure: Figure) -> bool:
     """a is better than b by more than the tie margin."""
-    if higher:
+    if figure.better == "higher":
         return a > b * (1 + TIE)
     return a < b * (1 - TIE) if b > 0 else False
 
@@ -98,8 +93,9 @@ def _better(a: float, b: float, higher: bool) -> bool:
 def verdict(frame: pd.DataFrame) -> tuple[str, list[str]]:
     """The headline (which run is best on most main figures, or that none is) and one line per figure."""
     lines, wins, judged = [], {label: 0 for label in frame["label"]}, 0
-    for column, name, higher in MAIN:
-        values = pd.to_numeric(frame[column], errors="coerce")
+    for figure in MAIN:
+        name, higher = figure.label, figure.better == "higher"
+        values = pd.to_numeric(frame[figure.name], errors="coerce")
         if values.isna().all():
             continue
         judged += 1
@@ -108,7 +104,7 @@ def verdict(frame: pd.DataFrame) -> tuple[str, list[str]]:
         if others.empty:
             continue
         runner_up = others.max() if higher else others.min()
-        if not _better(values[best], runner_up, higher):
+        if not _better(values[best], runner_up, figure):
             lines.append(f"{name}: a tie (within {TIE:.0%})")
             continue
         wins[frame.loc[best, "label"]] += 1
@@ -121,15 +117,15 @@ def verdict(frame: pd.DataFrame) -> tuple[str, list[str]]:
     return "No run is better on most main figures", lines
 
 
-def _cell(row: pd.Series, column: str, higher: bool | None) -> tuple[str]:
-    """A figure as raw HTML; with `higher` set, coloured against the baseline with delta and ratio."""
+def _cell(row: pd.Series, column: str, judged: Figure | None) -> tuple[str]:
+    """A figure as raw HTML; a `judged` one coloured against the baseline with delta and ratio."""
     value = None if pd.isna(row[column]) else row[column]
     text = esc(fmt(value, 4))
-    if higher is None or value is None:
+    if judged is None or value is None:
         return (text,)
     ratio, delta = row[f"{column}_ratio"], row[f"{column}_delta"]
     base = value - delta
-    css = "better" if _better(value, base, higher) else "worse" if _better(base, value, higher) else ""
+    css = "better" if _better(value, base, judged) else "worse" if _better(base, value, judged) else ""
     extra = f"{delta:+.4g}" + (f", {ratio:.2f}x" if np.isfinite(ratio) else "")
     return (f'<span class="{css}">{text}</span> <span class="note">({esc(extra)})</span>',)
 
@@ -137,10 +133,10 @@ def _cell(row: pd.Series, column: str, higher: bool | None) -> tuple[str]:
 def html_table(frame: pd.DataFrame) -> str:
     header = ["figure"] + [f"{label}" + (" (baseline)" if i == 0 else "") for i, label in enumerate(frame["label"])]
     rows = []
-    for column, name, higher in MAIN:
-        rows.append([name] + [_cell(r, column, higher if i else None) for i, r in frame.iterrows()])
-    for column, name in OTHER:
-        rows.append([name] + [_cell(r, column, None) for _, r in frame.iterrows()])
+    for f in MAIN:
+        rows.append([f.label] + [_cell(r, f.name, f if i else None) for i, r in frame.iterrows()])
+    for f in OTHER:
+        rows.append([f.label] + [_cell(r, f.name, None) for _, r in frame.iterrows()])
     rows.append(["valid / passed"] + [(badge("valid" if r.valid else "INVALID", "pass" if r.valid else "fail")
                                        + badge("passed" if r.passed else "failed", "pass" if r.passed else "fail"),)
                                       for r in frame.itertuples()])
@@ -185,16 +181,20 @@ def write_comparison(run_dirs: list[Path], output: Path | None, intro_html: str 
     returns both paths and the verdict."""
     analyses = [analyse_run(d) for d in run_dirs]
     labels = run_labels(analyses)
-    frame = comparison_table([figures(ra, label) for ra, label in zip(analyses, labels)])
+    frame = comparison_table([run_figures(ra, label) for ra, label in zip(analyses, labels)])
     if output is None:
         output = Path("reports") / f"compare-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.html"
     csv_path = output.with_suffix(".csv")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(csv_path, index=False, float_format="%.6g")
-        tmp = output.with_name(output.name + ".tmp")
-        tmp.write_text(render(analyses, frame, csv_path.name, intro_html), encoding="utf-8")
-        os.replace(tmp, output)
+        layout.atomic_write(output, render(analyses, frame, csv_path.name, intro_html))
     except OSError as exc:
         raise UserError(f"cannot write {output}: {exc.strerror or exc}") from None
     return output, csv_path, verdict(frame)[0]
+
+
+def compare_command(run_dirs: list[str], output: Path | None) -> int:
+    html_path, csv_path, headline = write_comparison(expand_run_dirs(run_dirs), output)
+    print(f"{headline}\ncomparison: {html_path}\ntable: {csv_path}")
+    return 0

@@ -2,25 +2,18 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 from typing import Any
 
 from harness.report import charts
+from harness.results import layout
 from harness.report.html import badge, esc, fmt, image, page, table, tiles
 from harness.analysis.runfolder import RunAnalysis, analyse_run
-
-REPORT_FILE = "report.html"
-
 
 def write_report(run_dir: Path) -> Path:
     """Analyse the run folder and write its report.html; returns the path written."""
     ra = analyse_run(Path(run_dir))
-    path = ra.run_dir / REPORT_FILE
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(render(ra), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return layout.atomic_write(ra.run_dir / layout.REPORT, render(ra))
 
 
 def verdict_badges(s: dict[str, Any]) -> str:

@@ -1,40 +1,96 @@
-"""One row per request, streamed to disk as it completes (readers live in harness.analysis.stats).
+"""The sample record: one row per request, its columns, error kinds, writer and readers.
 
 Rows are appended to a lock-free deque by request threads and written by one thread every
 ~200 ms as whole lines in a single write() each, so a crash or Ctrl-C loses at most the last
 fraction of a second and never leaves a torn line behind a complete one. Each generator process
-writes its own `samples-<gen>.csv`; readers concatenate them (optionally gzip-compressed).
+writes its own `samples-<gen>.csv` (results.layout); readers concatenate them (optionally
+gzip-compressed). This module imports nothing heavy at load time: the Locust processes use it.
 """
 from __future__ import annotations
 
+import io
 import os
 import sys
 import threading
 import traceback
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from harness.engines.http_client import parse_server_timing
+from harness.results import layout
 
-COLUMNS = ["intended", "start", "end", "status", "error", "bytes", "stage", "gen", "srv_queue_ms",
-           "srv_infer_ms", "srv_total_ms"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+# error kinds: the `error` column ("" = success)
+OK = ""
+HTTP_ERROR = "http"  # an HTTP status >= 400
+TIMEOUT = "timeout"
+CONNECT = "connect"  # refused or failed connect: the request never reached the server
+RESET = "reset"
+CLOSED = "closed"  # the server closed the connection before answering
+PROTOCOL = "protocol"  # a response the client could not parse
+TOO_LARGE = "too_large"  # a body above the client's limit
+NOT_SENT = "not_sent"  # open model: planned, never sent (no free slot before the run ended)
+ERROR_KINDS = (HTTP_ERROR, TIMEOUT, CONNECT, RESET, CLOSED, PROTOCOL, TOO_LARGE, NOT_SENT)
+
+
+class Sample(NamedTuple):
+    """One request. Times are seconds since the run's start (one monotonic clock for all
+    generators); start and end are None for a request that was planned but never sent."""
+
+    intended: float  # when it was due to be sent: latency is timed from here
+    start: float | None  # when it was sent
+    end: float | None  # when its answer (or failure) arrived
+    status: int  # HTTP status, 0 without a response
+    error: str  # one of ERROR_KINDS, or OK
+    bytes: int  # response body size
+    stage: int  # index of the load plan's stage at `intended`
+    gen: int  # generator process (or Locust worker)
+    # The server's own Server-Timing split. On the request path the raw header value (bytes)
+    # may stand in srv_queue_ms with the other two None: the writer thread parses it there.
+    srv_queue_ms: float | bytes | None = None
+    srv_infer_ms: float | None = None
+    srv_total_ms: float | None = None
+
+
+COLUMNS = list(Sample._fields)
 HEADER = ",".join(COLUMNS) + "\n"
-NOT_SENT = "not_sent"
-HTTP_ERROR = "http"
+DTYPES = {"intended": "float64", "start": "float64", "end": "float64", "status": "int32",
+          "error": "string", "bytes": "int64", "stage": "int32", "gen": "int32",
+          "srv_queue_ms": "float64", "srv_infer_ms": "float64", "srv_total_ms": "float64"}
+_OPTIONAL = ("start", "end", "srv_queue_ms", "srv_infer_ms", "srv_total_ms")  # empty cell = missing
 FLUSH_CHUNK = 256  # rows formatted per write()
-
-# (intended, start|None, end|None, status, error, bytes, stage, gen, srv_queue_ms|None, srv_infer_ms|None,
-#  srv_total_ms|None). A request thread may leave the raw Server-Timing header value (bytes) in
-# place of srv_queue_ms, the other two None: it is parsed here, by the writer thread, off the
-# request path.
-Row = tuple[float, float | None, float | None, int, str, int, int, int, Any, float | None, float | None]
-
-
 _PLAIN = "%.6f,%.6f,%.6f,%d,%s,%d,%d,%d,,,\n"  # a sent request without Server-Timing (the common row)
 
 
-def format_row(row: Row) -> str:
+def not_sent(intended: float, stage: int, gen: int) -> Sample:
+    return Sample(intended, None, None, 0, NOT_SENT, 0, stage, gen)
+
+
+def parse_server_timing(value: bytes | None) -> tuple[float, float, float | None] | None:
+    """(queue_ms, infer_ms, total_ms) from `queue;dur=..., infer;dur=..., total;dur=...`.
+
+    None if absent or without `infer`; queue defaults to 0 and total to None (unknown)."""
+    if not value:
+        return None
+    found: dict[bytes, float] = {}
+    for metric in value.split(b","):
+        name, _, params = metric.strip().partition(b";")
+        for param in params.split(b";"):
+            key, _, number = param.strip().partition(b"=")
+            if key == b"dur":
+                try:
+                    found[name.strip()] = float(number)
+                except ValueError:
+                    pass
+    if b"infer" not in found:
+        return None
+    return found.get(b"queue", 0.0), found[b"infer"], found.get(b"total")
+
+
+def format_row(row: Sample) -> str:
+    """One CSV line of a sample."""
     intended, start, end, status, error, size, stage, gen, q, inf, total = row
     if start is None:  # a request that was planned but never sent
         return f"{intended:.6f},,,0,{error},0,{stage},{gen},,,\n"
@@ -53,6 +109,13 @@ def _ms(value: float | None) -> str:
     return "" if value is None else f"{value:.3f}"
 
 
+def shifted(row: Sample, offset: float) -> Sample:
+    """The same sample on another process's timeline (offset = its start - that process's start)."""
+    return row._replace(intended=row.intended + offset,
+                        start=None if row.start is None else row.start + offset,
+                        end=None if row.end is None else row.end + offset)
+
+
 class SampleWriter:
     """Thread-safe append; a background thread flushes complete lines to disk."""
 
@@ -60,7 +123,7 @@ class SampleWriter:
         self.path = path
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.write(self._fd, HEADER.encode())
-        self._rows: deque[Row] = deque()
+        self._rows: deque[Sample] = deque()
         # append(row) is deque.append itself: atomic, and no Python frame on the request path
         self.append = self._rows.append
         self._interval = flush_interval
@@ -70,7 +133,7 @@ class SampleWriter:
         self.written = 0
         self.unwritable = 0
 
-    def append(self, row: Row) -> None:  # replaced per instance by deque.append (see __init__)
+    def append(self, row: Sample) -> None:  # replaced per instance by deque.append (see __init__)
         self._rows.append(row)
 
     def _run(self) -> None:
@@ -104,3 +167,53 @@ class SampleWriter:
         self._thread.join()
         self.flush()
         os.close(self._fd)
+
+
+class RelayedSamples:
+    """A sample file written from lines formatted elsewhere (a Locust worker's rows on the master)."""
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.write(self._fd, HEADER.encode())
+
+    def write(self, text: str) -> None:
+        if text:
+            os.write(self._fd, text.encode())
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+_INTENDED, _END, _ERROR = COLUMNS.index("intended"), COLUMNS.index("end"), COLUMNS.index("error")
+
+
+def progress_fields(line: str) -> tuple[str, float | None] | None:
+    """(error, latency in s) of one CSV line for a live progress count; None for the header, a
+    not-sent row or a line that is not a sample. Latency is None when the request got no end."""
+    fields = line.split(",")
+    if len(fields) != len(COLUMNS) or fields[_INTENDED] == "intended" or fields[_ERROR] == NOT_SENT:
+        return None
+    try:
+        return fields[_ERROR], float(fields[_END]) - float(fields[_INTENDED])
+    except ValueError:
+        return fields[_ERROR], None
+
+
+def read_samples(run_dir: Path) -> pd.DataFrame:
+    """Every complete sample row of a run folder, sorted by intended send time."""
+    import numpy as np
+    import pandas as pd
+
+    frames = []
+    for path in layout.sample_files(run_dir):
+        data = layout.complete_lines(path)
+        if data.count(b"\n") <= 1:
+            continue
+        frames.append(pd.read_csv(io.BytesIO(data), dtype=DTYPES, keep_default_na=False,
+                                  na_values={c: [""] for c in _OPTIONAL}))
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in DTYPES.items()})
+    df = pd.concat(frames, ignore_index=True)
+    if "srv_total_ms" not in df:  # written before samples carried the server's total time
+        df["srv_total_ms"] = np.nan
+    return df.sort_values("intended", kind="stable", ignore_index=True)

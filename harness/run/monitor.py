@@ -9,7 +9,8 @@ from typing import Callable
 
 import psutil
 
-COLUMNS = ["t", "role", "pid", "cpu_percent", "rss_bytes", "threads"]
+from harness.results import resources
+
 
 
 class ResourceMonitor:
@@ -24,7 +25,7 @@ class ResourceMonitor:
         self._procs: dict[int, psutil.Process] = {}
         self._stop = threading.Event()
         self._file = open(path, "w", buffering=1)
-        self._file.write(",".join(COLUMNS) + "\n")
+        self._file.write(resources.HEADER)
         self._thread = threading.Thread(target=self._run, name="resource-monitor", daemon=True)
 
     def start(self) -> None:
@@ -44,7 +45,7 @@ class ResourceMonitor:
 
     def sample(self) -> None:
         t = time.monotonic() - self.t0
-        lines = [f"{t:.3f},system,0,{psutil.cpu_percent(None):.1f},{psutil.virtual_memory().used},0\n"]
+        lines = [resources.format_line(t, "system", 0, psutil.cpu_percent(None), psutil.virtual_memory().used, 0)]
         for role, pids in self.roles.items():
             try:
                 current = pids()
@@ -62,7 +63,7 @@ class ResourceMonitor:
                 except psutil.Error:
                     self._procs.pop(pid, None)
                     continue
-                lines.append(f"{t:.3f},{role},{pid},{cpu:.1f},{rss},{threads}\n")
+                lines.append(resources.format_line(t, role, pid, cpu, rss, threads))
         self._file.write("".join(lines))
 
     def _run(self) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
-from typing import Any, TextIO
+from typing import TextIO
 
 import numpy as np
 
+from harness.engines.base import ProgressMessage
 from harness.scenario.plan import LoadPlan
 
 RECENT_LATENCIES = 20_000  # bounds memory when nothing is printed (quiet runs, long intervals)
@@ -29,13 +30,12 @@ class Progress:
         self._last_print = t0
         self._last_sent = 0
 
-    def update(self, messages: list[tuple[str, int, dict[str, Any]]]) -> None:
-        for kind, gen, payload in messages:
-            if kind == "progress":
-                self.sent[gen] = payload["sent"]
-                self.errors[gen] = payload["errors"]
-                if not self.quiet:
-                    self.latencies.extend(payload["latencies"])
+    def update(self, messages: list[ProgressMessage]) -> None:
+        for message in messages:
+            self.sent[message.gen] = message.sent
+            self.errors[message.gen] = message.errors
+            if not self.quiet:
+                self.latencies.extend(message.latencies)
         now = time.monotonic()
         if not self.quiet and now - self._last_print >= self.interval:
             self._print(now)

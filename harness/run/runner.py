@@ -14,23 +14,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
-
-from harness.results import summary as summary_mod
-from harness.engines.locust_bridge import LocustEngine
-from harness.engines.threadpool import GeneratorSpec, ThreadPoolEngine
+from harness.analysis import summarize
+from harness.engines.base import Engine, EngineContext, create
 from harness.errors import EXIT_INTERRUPTED
-from harness.run.recover import write_meta
+from harness.results import layout, meta, summary as summary_mod
+from harness.results.summary import RunResult
 from harness.run.monitor import ResourceMonitor, children_of
-from harness.scenario.payload import bodies, request_bytes
-from harness.scenario.plan import plan_from_scenario
 from harness.run.progress import Progress
-from harness.run.scrape import METRICS_FILE, MetricsScraper
-from harness.scenario.schema import Scenario, ServerSettings, resolve
-from harness.run.target import Address, BundledServer, TargetWatch, check_reachable, parse_url
+from harness.run.scrape import MetricsScraper
+from harness.run.target import Address, SystemUnderTest, TargetWatch
+from harness.scenario.payload import bodies
+from harness.scenario.plan import plan_from_scenario
+from harness.scenario.schema import Scenario
 
 REPORTS_DIR = Path("reports")
-Engine = ThreadPoolEngine | LocustEngine
 
 
 class Interrupted(Exception):
@@ -72,7 +69,7 @@ class Run:
         self.plan = plan_from_scenario(scenario)
         self.loading = False
         self.interrupted = False
-        self.server: BundledServer | None = None
+        self.target = SystemUnderTest(scenario.target, self.base_dir, run_dir, self.say)
         self.failures: list[str] = []
         self.notes: list[str] = []
 
@@ -88,48 +85,28 @@ class Run:
             raise Interrupted()
         self.say(f"\n{signal.Signals(signum).name}: stopping the load, keeping every sample so far ...")
 
-    def execute(self) -> dict[str, Any]:
-        (self.run_dir / "scenario.yaml").write_text(
-            yaml.safe_dump(self.scenario.model_dump(mode="json"), sort_keys=False))
+    def execute(self) -> RunResult:
+        meta.write_scenario(self.run_dir, self.scenario)
         with stop_signals(self._on_signal):
             try:
                 return self._execute()
             except Interrupted:
                 return self._interrupted_before_load()
             finally:
-                if self.server is not None:
-                    self.server.stop()
+                self.target.stop()
 
-    def _interrupted_before_load(self) -> dict[str, Any]:
+    def _interrupted_before_load(self) -> RunResult:
         self.say("interrupted before the load started; nothing was measured")
-        return {"exit_code": EXIT_INTERRUPTED, "interrupted": True}
+        return RunResult(EXIT_INTERRUPTED, None)
 
-    def start_target(self) -> Address:
-        """Start the bundled server (kept in self.server) or check the given URL."""
-        target = self.scenario.target
-        if target.url is not None:
-            address = parse_url(target.url)
-            check_reachable(address)
-            self.say(f"target: {address.url} (already running)")
-            return address
-        settings = target.server or ServerSettings()
-        weights = str(resolve(self.base_dir, settings.weights)) if settings.weights else None
-        config = settings.to_config(host="127.0.0.1", port=0, weights=weights)
-        self.server = BundledServer(config, self.run_dir / "server.log")
-        self.say(f"starting bundled server: {config.describe()}")
-        address = self.server.start(target.ready_timeout)
-        self.say(f"target: {address.url} (bundled, ready)")
-        return address
-
-    def _execute(self) -> dict[str, Any]:
+    def _execute(self) -> RunResult:
         scenario, plan = self.scenario, self.plan
-        address = self.start_target()
-        headers = dict(scenario.target.headers)
-        if self.server is not None and self.server.config.auth_token:
-            headers.setdefault("Authorization", f"Bearer {self.server.config.auth_token}")
-        meta = self._meta(address)
-        write_meta(self.run_dir, meta)
-        engine = self._engine(address, headers)
+        address = self.target.start()
+        headers = self.target.headers
+        run_meta = self._meta(address)
+        meta.write_meta(self.run_dir, run_meta)
+        engine = create(EngineContext(scenario, plan, bodies(scenario, self.base_dir), headers, address.host,
+                                      address.port, address.url, self.run_dir))
         monitor: ResourceMonitor | None = None
         scraper: MetricsScraper | None = None
         self.say(f"load: {plan.model} model, {len(plan.segments)} stage(s), {plan.duration:g} s "
@@ -137,13 +114,13 @@ class Run:
         try:
             t0 = engine.start()
             roles = {"generator": lambda: engine.pids, "harness": lambda: [os.getpid()]}
-            if self.server is not None and self.server.pid is not None:
-                pid = self.server.pid
+            pid = self.target.server_pid
+            if pid is not None:
                 roles.update({"server": lambda: [pid], "server_worker": children_of(pid)})
-            monitor = ResourceMonitor(self.run_dir / "resources.csv", t0, roles)
+            monitor = ResourceMonitor(self.run_dir / layout.RESOURCES, t0, roles)
             monitor.start()
             if scenario.target.scrape_metrics:
-                scraper = MetricsScraper(address.url + "/metrics", self.run_dir / METRICS_FILE, t0,
+                scraper = MetricsScraper(address.url + "/metrics", self.run_dir / layout.METRICS, t0,
                                          headers=headers, log=self.say)
                 scraper.start()
             self.loading = True
@@ -159,12 +136,11 @@ class Run:
             if scraper is not None:
                 scraper.stop()
         self.failures += engine.reasons()
-        result = summary_mod.build(self.run_dir, meta=meta, plan=plan, thresholds=scenario.parsed_thresholds,
-                                   max_in_flight=scenario.load.max_in_flight, stopped_at=stopped_at,
-                                   interrupted=self.interrupted, reasons=self.failures,
-                                   notes=self.notes)
+        result = summarize.build(self.run_dir, meta=run_meta, plan=plan, thresholds=scenario.parsed_thresholds,
+                                 max_in_flight=scenario.load.max_in_flight, stopped_at=stopped_at,
+                                 interrupted=self.interrupted, reasons=self.failures, notes=self.notes)
         summary_mod.write(self.run_dir, result)
-        return result
+        return RunResult(result["exit_code"], result)
 
     def _meta(self, address: Address) -> dict[str, Any]:
         """What summary.json says about the run besides its figures (also kept in run.json)."""
@@ -176,9 +152,9 @@ class Run:
             "arrival": plan.arrival if plan.model == "open" else None,
             "generator_processes": (scenario.generator.processes if scenario.engine == "threadpool"
                                     else max(scenario.locust.workers, 1)),
-            "target": {"url": address.url, "bundled": self.server is not None,
+            "target": {"url": address.url, "bundled": self.target.bundled,
                        "endpoint": scenario.target.endpoint,
-                       "server": self.server.config.describe() if self.server else None,
+                       "server": self.target.describe(),
                        "server_settings": (scenario.target.server.model_dump(exclude={"auth_token"})
                                            if scenario.target.server else None)},
         }
@@ -189,24 +165,8 @@ class Run:
             return f"Locust ({workers} workers)" if workers else "Locust (1 local process)"
         return f"{self.scenario.generator.processes} generator process(es)"
 
-    def _engine(self, address: Address, headers: dict[str, str]) -> Engine:
-        scenario, plan = self.scenario, self.plan
-        payloads = bodies(scenario, self.base_dir)
-        if scenario.engine == "locust":
-            return LocustEngine(scenario, plan, payloads, headers, address.url, self.run_dir)
-        raws = [request_bytes(scenario.target.method, address.host, address.port, scenario.target.endpoint,
-                              body, headers) for body in payloads]
-        parts = scenario.generator.processes
-        return ThreadPoolEngine([GeneratorSpec(gen=g, parts=parts, host=address.host, port=address.port,
-                                               requests=raws, timeout=scenario.target.timeout, plan=plan,
-                                               max_in_flight=scenario.load.max_in_flight,
-                                               samples_path=str(self.run_dir / f"samples-{g}.csv"))
-                                 for g in range(parts)])
-
     def _target_down(self, watch: TargetWatch, now: float) -> bool:
-        if self.server is not None and not self.server.alive():
-            return True
-        return watch.down(now)
+        return self.target.exited() or watch.down(now)
 
     def _drive(self, engine: Engine, t0: float, address: Address) -> float:
         """Relay progress until the generators finish; returns when the load stopped (s from t0)."""
@@ -223,7 +183,7 @@ class Run:
                 engine.stop()
             if stopped_at is None and down_since is None and self._target_down(watch, now):
                 down_since = now - t0
-                what = ("the bundled server exited" if self.server is not None and not self.server.alive()
+                what = ("the bundled server exited" if self.target.exited()
                         else f"the target stopped accepting connections at {address.url}")
                 if self.scenario.target.on_down == "stop":
                     stopped_at = down_since

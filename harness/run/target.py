@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlsplit
 
 from harness.errors import TargetUnusable
-from harness.engines.http_client import Connection, RequestFailed
-from harness.scenario.payload import request_bytes
+from harness.engines.http_client import Connection, RequestFailed, request_bytes
+from harness.processes import end_process_group
+from harness.results.layout import SERVER_LOG, log_tail
+from harness.scenario.schema import ServerSettings, Target, resolve
 from target_server.config import ServerConfig
 
 LISTENING = re.compile(r"target_server listening on http://([\d.]+):(\d+)")
@@ -36,20 +38,7 @@ class Address:
 
 
 def server_command(config: ServerConfig) -> list[str]:
-    c = config
-    cmd = [sys.executable, "-m", "target_server", "--model", c.model, "--workers", str(c.workers),
-           "--worker-class", c.worker_class, "--threads", str(c.threads), "--lock", c.lock,
-           "--max-batch", str(c.max_batch), "--max-wait-ms", str(c.max_wait_ms),
-           "--queue-limit", str(c.queue_limit), "--sleep-ms", str(c.sleep_ms),
-           "--host", c.host, "--port", str(c.port), "--max-body-bytes", str(c.max_body_bytes),
-           "--max-rows", str(c.max_rows), "--timeout-s", str(c.timeout_s),
-           "--request-timeout-s", str(c.request_timeout_s), "--keepalive-s", str(c.keepalive_s),
-           "--exit-with-parent"]
-    if c.torch_threads is not None:
-        cmd += ["--torch-threads", str(c.torch_threads)]
-    if c.weights:
-        cmd += ["--weights", c.weights]
-    return cmd
+    return [sys.executable, "-m", "target_server", *config.to_argv(), "--exit-with-parent"]
 
 
 class BundledServer:
@@ -76,15 +65,8 @@ class BundledServer:
         self._wait_until_ready(address, deadline)
         return address
 
-    def _log_tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return "\n".join("    " + line for line in text[-lines:])
-
     def _fail(self, message: str) -> TargetUnusable:
-        tail = self._log_tail()
+        tail = log_tail(self.log_path)
         self.stop()
         return TargetUnusable(f"{message}; server log {self.log_path}:\n{tail}" if tail else message)
 
@@ -121,25 +103,8 @@ class BundledServer:
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM the process group (gunicorn stops its workers gracefully), SIGKILL what lingers."""
-        if self.proc is None:
-            return
-        pgid = self.proc.pid
-        try:
-            os.killpg(pgid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(pgid, signal.SIGKILL)  # workers left behind by a wedged master
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        if self.proc is not None:
+            end_process_group(self.proc, grace)
 
 
 def parse_url(url: str) -> Address:
@@ -178,3 +143,61 @@ class TargetWatch:
         except OSError:
             self.failures += 1
         return self.failures >= 2
+
+
+class SystemUnderTest:
+    """A run's target from its scenario: the bundled server started here, or a URL already running.
+
+    `start()` brings it up (or checks it is reachable) and returns its address; `stop()` tears down
+    what was started and is safe to call on every path, twice included."""
+
+    def __init__(self, target: Target, base_dir: Path, run_dir: Path, say: Callable[[str], None]) -> None:
+        self.target = target
+        self.base_dir = base_dir
+        self.run_dir = run_dir
+        self.say = say
+        self.server: BundledServer | None = None
+
+    def start(self) -> Address:
+        target = self.target
+        if target.url is not None:
+            address = parse_url(target.url)
+            check_reachable(address)
+            self.say(f"target: {address.url} (already running)")
+            return address
+        settings = target.server or ServerSettings()
+        weights = str(resolve(self.base_dir, settings.weights)) if settings.weights else None
+        config = settings.to_config(host="127.0.0.1", port=0, weights=weights)
+        self.server = BundledServer(config, self.run_dir / SERVER_LOG)
+        self.say(f"starting bundled server: {config.describe()}")
+        address = self.server.start(target.ready_timeout)
+        self.say(f"target: {address.url} (bundled, ready)")
+        return address
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The scenario's headers, plus the bundled server's bearer token when it has one."""
+        headers = dict(self.target.headers)
+        if self.server is not None and self.server.config.auth_token:
+            headers.setdefault("Authorization", f"Bearer {self.server.config.auth_token}")
+        return headers
+
+    @property
+    def bundled(self) -> bool:
+        return self.server is not None
+
+    @property
+    def server_pid(self) -> int | None:
+        return self.server.pid if self.server is not None else None
+
+    def describe(self) -> str | None:
+        """The bundled server's settings in one line (None for a URL target)."""
+        return self.server.config.describe() if self.server is not None else None
+
+    def exited(self) -> bool:
+        """True when the bundled server has died (never for a URL target: TargetWatch probes that)."""
+        return self.server is not None and not self.server.alive()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()

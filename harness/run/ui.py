@@ -10,16 +10,20 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-from harness.analysis import stats as analysis
-from harness.results import summary as summary_mod
-from harness.engines.locust_bridge import LocustProcesses, plan_document
+from harness.analysis import summarize
+from harness.engines.locust_bridge import LocustProcesses
+from harness.engines.locust_plan import plan_document
+from harness.report.console import summary_table
+from harness.results import layout, summary as summary_mod
+from harness.results.samples import read_samples
+from harness.results.summary import Summary
+from harness.run.target import SystemUnderTest
 from harness.errors import EXIT_INTERRUPTED, UserError
 from harness.scenario.payload import bodies
 from harness.scenario.plan import LoadPlan, plan_from_scenario
 from harness.engines.ports import free_port, port_taken
-from harness.run.runner import Interrupted, Run, stop_signals
+from harness.run.runner import Interrupted, stop_signals
 from harness.scenario.schema import Scenario
 from harness.engines.web_auth import WEB_AUTH_ENV, parse_credentials
 
@@ -54,22 +58,22 @@ def serve_ui(scenario: Scenario, scenario_path: Path, run_dir: Path, *, web_host
              workers: int) -> int:
     auth = describe_auth()
     web_port = choose_web_port(web_host, web_port)
-    run = Run(scenario, scenario_path, run_dir)
+    target = SystemUnderTest(scenario.target, scenario_path.parent, run_dir,
+                             lambda text: print(text, file=sys.stderr, flush=True))
     processes: LocustProcesses | None = None
+    stopping = False
 
     def on_signal(signum: int) -> None:
-        if not run.interrupted:  # the first signal stops; later ones must not break the cleanup
-            run.interrupted = True
+        nonlocal stopping
+        if not stopping:  # the first signal stops; later ones must not break the cleanup
+            stopping = True
             raise Interrupted()
 
     with stop_signals(on_signal):
         try:
-            address = run.start_target()
-            headers = dict(scenario.target.headers)
-            if run.server is not None and run.server.config.auth_token:
-                headers.setdefault("Authorization", f"Bearer {run.server.config.auth_token}")
-            doc = plan_document(scenario, plan_from_scenario(scenario), bodies(scenario, run.base_dir), headers,
-                                run_dir, mode="ui")
+            address = target.start()
+            doc = plan_document(scenario, plan_from_scenario(scenario), bodies(scenario, scenario_path.parent),
+                                target.headers, run_dir, mode="ui")
             processes = LocustProcesses(run_dir, doc, address.url, workers,
                                         ["--web-host", web_host, "--web-port", str(web_port)])
             processes.start()
@@ -78,38 +82,37 @@ def serve_ui(scenario: Scenario, scenario_path: Path, run_dir: Path, *, web_host
             print(f"samples go to {run_dir}", flush=True)
             while processes.master_alive():
                 time.sleep(0.5)
-            print(f"Locust exited; see {run_dir / 'locust.log'}", file=sys.stderr)
+            print(f"Locust exited; see {run_dir / layout.LOCUST_LOG}", file=sys.stderr)
         except Interrupted:
             print("\nstopping Locust and the server ...", file=sys.stderr)
         finally:
             if processes is not None:
                 processes.stop()
                 processes.close(timeout=15)
-            if run.server is not None:
-                run.server.stop()
+            target.stop()
     result = write_ui_summary(scenario, scenario_path, run_dir)
     if result is not None:
-        print(summary_mod.format_table(result))
+        print(summary_table(result))
     print(f"run folder: {run_dir}")
     return EXIT_INTERRUPTED if result is None else 0
 
 
-def write_ui_summary(scenario: Scenario, scenario_path: Path, run_dir: Path) -> dict[str, Any] | None:
+def write_ui_summary(scenario: Scenario, scenario_path: Path, run_dir: Path) -> Summary | None:
     """Summarise whatever the UI-driven swarms sent, as one stage spanning the recorded time."""
-    df = analysis.load_samples(run_dir)
+    df = read_samples(run_dir)
     if df.empty:
         print("no request was sent from the UI; nothing to summarise", file=sys.stderr)
         return None
     span = float(df["intended"].max()) + 1e-3
     plan = LoadPlan.from_stages("closed", [(span, 0)])
-    meta = {"name": scenario.name, "scenario_file": str(scenario_path),
+    run_meta = {"name": scenario.name, "scenario_file": str(scenario_path),
             "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "engine": "locust-ui", "load_model": "closed", "arrival": None, "generator_processes": 1,
             "target": {"url": None, "bundled": scenario.target.url is None, "endpoint": scenario.target.endpoint,
                        "server": None, "server_settings": None}}
-    result = summary_mod.build(run_dir, meta=meta, plan=plan, thresholds=scenario.parsed_thresholds,
-                               max_in_flight=scenario.load.max_in_flight, stopped_at=span, interrupted=False,
-                               reasons=[])
+    result = summarize.build(run_dir, meta=run_meta, plan=plan, thresholds=scenario.parsed_thresholds,
+                             max_in_flight=scenario.load.max_in_flight, stopped_at=span, interrupted=False,
+                             reasons=[])
     for stage in result["stages"]:
         stage["description"] = "users set in the web UI"
     summary_mod.write(run_dir, result)

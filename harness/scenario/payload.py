@@ -39,17 +39,3 @@ def _document(spec: Generate, rows: np.ndarray) -> dict[str, Any]:
         return {"inputs": [{"name": spec.input_name, "shape": list(rows.shape), "datatype": "FP32",
                             "data": rows.reshape(-1)}]}
     return {"inputs": rows}
-
-
-def request_bytes(method: str, host: str, port: int, path: str, body: bytes,
-                  headers: dict[str, str]) -> bytes:
-    """One complete HTTP/1.1 request, built once and sent as is on every iteration."""
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "User-Agent: inference-harness/0.1",
-             "Accept: */*"]
-    names = {k.lower() for k in headers}
-    if method != "GET" or body:
-        if "content-type" not in names:
-            lines.append("Content-Type: application/json")
-        lines.append(f"Content-Length: {len(body)}")
-    lines += [f"{k}: {v}" for k, v in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body

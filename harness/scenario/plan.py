@@ -10,9 +10,12 @@ import bisect
 import math
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from harness.scenario.schema import Scenario
 
 CHUNK = 4096
 
@@ -58,6 +61,18 @@ class LoadPlan:
             segments.append(seg)
             t, previous, area = seg.stop, float(target), area + seg.area
         return cls(model, tuple(segments), warmup, arrival, seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as JSON-able data (the Locust plan file carries it to other processes)."""
+        return {"model": self.model, "stages": [[s.duration, s.end] for s in self.segments],
+                "start": self.segments[0].begin, "warmup": self.warmup, "arrival": self.arrival,
+                "seed": self.seed}
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> "LoadPlan":
+        return cls.from_stages(doc["model"], [(float(d), float(t)) for d, t in doc["stages"]],
+                               start=float(doc["start"]), warmup=float(doc["warmup"]),
+                               arrival=doc["arrival"], seed=int(doc["seed"]))
 
     @property
     def duration(self) -> float:
@@ -172,7 +187,7 @@ class LoadPlan:
         return f"{seg.begin:g} -> {seg.end:g} {unit} over {seg.duration:g}s"
 
 
-def plan_from_scenario(scenario: "object") -> LoadPlan:
-    load = scenario.load  # type: ignore[attr-defined]
+def plan_from_scenario(scenario: Scenario) -> LoadPlan:
+    load = scenario.load
     return LoadPlan.from_stages(load.model, [(s.duration, s.target) for s in load.stages], start=load.start,
                                 warmup=load.warmup, arrival=load.arrival, seed=load.seed)

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator,
+                      model_validator)
 
 from harness.scenario import messages as schema_errors
 from harness.scenario.units import parse_duration
 from harness.errors import UserError
+from harness.results import figures
 from harness.scenario.overrides import apply_override
 from harness.scenario.thresholds import Threshold, parse_threshold
-from target_server.config import LOCK_MODES, MODEL_NAMES, WORKER_CLASSES, ServerConfig
+from target_server.config import Knob, ServerConfig
 
 
 class Strict(BaseModel):
@@ -34,29 +36,11 @@ class Duration(float):
         return core_schema.no_info_plain_validator_function(lambda v: parse_duration(v))
 
 
-class ServerSettings(Strict):
-    """Settings of the bundled server (see `python -m target_server --help`)."""
-
-    model: Literal[MODEL_NAMES] = "linear"  # type: ignore[valid-type]
-    workers: int = Field(1, ge=1)
-    worker_class: Literal[WORKER_CLASSES] = "sync"  # type: ignore[valid-type]
-    threads: int = Field(1, ge=1)
-    lock: Literal[LOCK_MODES] = "none"  # type: ignore[valid-type]
-    max_batch: int = Field(1, ge=1)
-    max_wait_ms: float = Field(2.0, ge=0)
-    queue_limit: int = Field(256, ge=1)
-    torch_threads: int | None = Field(None, ge=1)
-    sleep_ms: float = Field(20.0, ge=0)
-    weights: str | None = None
-    max_rows: int = Field(1024, ge=1)
-    max_body_bytes: int = Field(1_048_576, ge=1)
-    timeout_s: int = Field(30, ge=1)
-    request_timeout_s: float = Field(10.0, ge=0)
-    keepalive_s: int = Field(5, ge=0)
-    auth_token: str | None = None
+class ServerSettingsBase(Strict):
+    """Settings of the bundled server (see `python -m target_server --help`), checked together."""
 
     @model_validator(mode="after")
-    def consistent(self) -> "ServerSettings":
+    def consistent(self) -> "ServerSettingsBase":
         problems = self.to_config().problems()
         if problems:
             raise ValueError("; ".join(problems))
@@ -65,17 +49,39 @@ class ServerSettings(Strict):
     def to_config(self, **overrides: Any) -> ServerConfig:
         return ServerConfig.from_mapping({**self.model_dump(), **overrides})
 
+    if TYPE_CHECKING:  # the fields are made from ServerConfig's knobs below
+        def __getattr__(self, name: str) -> Any: ...
+
+
+def _server_field(knob: Knob) -> tuple[Any, Any]:
+    kind: Any = Literal[knob.choices] if knob.choices else knob.type  # type: ignore[valid-type]
+    if knob.optional:
+        kind = kind | None
+    bound = {} if knob.minimum is None else {"ge": knob.minimum}
+    return kind, Field(knob.default, description=knob.help, **bound)
+
+
+# `target.server`: every scenario-settable knob of target_server.config.ServerConfig, its one source
+if TYPE_CHECKING:
+    ServerSettings = ServerSettingsBase
+else:
+    ServerSettings = create_model("ServerSettings", __base__=ServerSettingsBase,
+                                  __doc__=ServerSettingsBase.__doc__,
+                                  **{k.name: _server_field(k) for k in ServerConfig.knobs() if k.scenario})
+
 
 class Generate(Strict):
     """Random (seeded) input rows of a given shape, for /predict or KServe v2 bodies."""
 
-    shape: list[int] = Field(min_length=2, max_length=2)
-    format: Literal["predict", "v2"] = "predict"
-    input_name: str = "input-0"
-    low: float = -1.0
-    high: float = 1.0
-    seed: int = 0
-    variants: int = Field(16, ge=1, le=4096)
+    shape: list[int] = Field(min_length=2, max_length=2, description="[rows, columns] of each request body")
+    format: Literal["predict", "v2"] = Field("predict",
+                                             description="predict: `{\"inputs\": "
+                                                         "[[...]]}`; v2: a KServe v2 tensor")
+    input_name: str = Field("input-0", description="the tensor's name in a v2 body")
+    low: float = Field(-1.0, description="smallest value (uniform random)")
+    high: float = Field(1.0, description="largest value (uniform random)")
+    seed: int = Field(0, description="random seed: the same seed gives the same bodies")
+    variants: int = Field(16, ge=1, le=4096, description="distinct bodies generated and cycled through")
 
     @field_validator("shape")
     @classmethod
@@ -86,18 +92,30 @@ class Generate(Strict):
 
 
 class Target(Strict):
-    server: ServerSettings | None = None
-    url: str | None = None
-    endpoint: str = "/predict"
-    method: Literal["POST", "GET"] = "POST"
-    payload: Any = None
-    payload_file: str | None = None
-    generate: Generate | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    timeout: Duration = Duration(10.0)
-    ready_timeout: Duration = Duration(120.0)
-    on_down: Literal["stop", "continue"] = "stop"
-    scrape_metrics: bool = True
+    server: ServerSettings | None = Field(None,
+                                          description="start the bundled server with these "
+                                                      "settings (the default when there is no url) ...")
+    url: str | None = Field(None,
+                            description="... or an endpoint already running: http://HOST:PORT (then no server)")
+    endpoint: str = Field("/predict", description="path to load")
+    method: Literal["POST", "GET"] = Field("POST", description="HTTP method (GET sends no body)")
+    payload: Any = Field(None,
+                         description="inline JSON body; without payload, payload_file "
+                                     "and generate it is `{inputs: [[1.0, 2.0, 3.0]]}` ...")
+    payload_file: str | None = Field(None, description="... or a JSON file (relative to the scenario file) ...")
+    generate: Generate | None = Field(None, description="... or seeded random tensors")
+    headers: dict[str, str] = Field(default_factory=dict,
+                                    description="extra headers, e.g. `{Authorization: \"Bearer ...\"}`")
+    timeout: Duration = Field(Duration(10.0),
+                              description="per request; a request past it is an error of kind timeout")
+    ready_timeout: Duration = Field(Duration(120.0),
+                                    description="how long the bundled server may take to load and warm up")
+    on_down: Literal["stop", "continue"] = Field("stop",
+                                                 description="when the target stops accepting "
+                                                             "connections mid-run: stop (exit 3) or continue")
+    scrape_metrics: bool = Field(True,
+                                 description="GET /metrics about once a second "
+                                             "into metrics.csv (quietly off on 404)")
 
     @field_validator("url")
     @classmethod
@@ -133,18 +151,26 @@ class Target(Strict):
 
 
 class Stage(Strict):
-    duration: Duration
-    target: float = Field(ge=0)
+    duration: Duration = Field(description="time to move from the previous target to this one; 0s jumps at once")
+    target: float = Field(ge=0,
+                          description="concurrent users (closed model) or "
+                                      "requests/second (open model) at the end of the stage")
 
 
 class Load(Strict):
-    model: Literal["closed", "open"] = "closed"
-    stages: list[Stage] = Field(min_length=1)
-    start: float = Field(0.0, ge=0)
-    warmup: Duration = Duration(0.0)
-    arrival: Literal["constant", "poisson"] = "constant"
-    seed: int = 0
-    max_in_flight: int = Field(256, ge=1, le=4096)
+    model: Literal["closed", "open"] = Field("closed",
+                                             description="closed: target = concurrent "
+                                                         "users; open: target = requests/second")
+    stages: list[Stage] = Field(min_length=1,
+                                description="each moves linearly from the previous target to "
+                                            "its own (k6 style); repeating a target holds it")
+    start: float = Field(0.0, ge=0, description="target before the first stage")
+    warmup: Duration = Field(Duration(0.0), description="excluded from the summary")
+    arrival: Literal["constant", "poisson"] = Field("constant",
+                                                    description="open model: evenly spaced or "
+                                                                "Poisson arrivals (seeded, reproducible)")
+    seed: int = Field(0, description="Poisson seed")
+    max_in_flight: int = Field(256, ge=1, le=4096, description="open model: cap on requests in flight (threads)")
 
     @model_validator(mode="after")
     def sane(self) -> "Load":
@@ -159,7 +185,8 @@ class Load(Strict):
 
 
 class Generator(Strict):
-    processes: int = Field(1, ge=1, le=64)
+    processes: int = Field(1, ge=1, le=64,
+                           description="threadpool: generator processes; raise it when one core is not enough")
 
 
 class LocustOptions(Strict):
@@ -168,10 +195,11 @@ class LocustOptions(Strict):
     `remote_workers` more are awaited from other machines, connecting to `master_host:master_port`.
     """
 
-    workers: int = Field(0, ge=0, le=64)
-    remote_workers: int = Field(0, ge=0, le=1024)
-    master_host: str = "127.0.0.1"
-    master_port: int = Field(0, ge=0, le=65535)  # 0: any free port (local workers only)
+    workers: int = Field(0, ge=0, le=64, description="0: one local Locust process; N: master + N local workers")
+    remote_workers: int = Field(0, ge=0, le=1024, description="more workers to wait for from other machines")
+    master_host: str = Field("127.0.0.1", description="where the master listens")
+    master_port: int = Field(0, ge=0, le=65535,
+                             description="0: any free port (local workers only); fix it for remote workers")
 
     @model_validator(mode="after")
     def reachable(self) -> "LocustOptions":
@@ -204,13 +232,15 @@ def parse_fraction(value: Any) -> float:
 class Check(Strict):
     """Tolerances of `python -m harness check` (regression gate against a baseline run)."""
 
-    p50_may_rise: Fraction | None = None
-    p95_may_rise: Fraction | None = Fraction(0.10)
-    p99_may_rise: Fraction | None = None
-    rps_may_fall: Fraction | None = Fraction(0.05)
-    error_rate_may_rise: float = Field(0.001, ge=0, le=1)
-    confidence: float = Field(0.95, gt=0.5, lt=1)
-    window: Duration = Duration(1.0)
+    p50_may_rise: Fraction | None = Field(None, description="how far the p50 may rise (null = not judged)")
+    p95_may_rise: Fraction | None = Field(Fraction(0.10),
+                                          description="how far the p95 may rise (null = not judged)")
+    p99_may_rise: Fraction | None = Field(None, description="how far the p99 may rise (null = not judged)")
+    rps_may_fall: Fraction | None = Field(Fraction(0.05),
+                                          description="how far successful req/s may fall (null = not judged)")
+    error_rate_may_rise: float = Field(0.001, ge=0, le=1, description="absolute rise of the error rate allowed")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="confidence of the bootstrap interval")
+    window: Duration = Field(Duration(1.0), description="width of the windows the bootstrap resamples")
 
 
 def _check_threshold(text: str) -> str:
@@ -224,14 +254,15 @@ ThresholdText = Annotated[str, AfterValidator(_check_threshold)]
 class Capacity(Strict):
     """Capacity search: the highest open-model arrival rate at which every `slo` threshold holds."""
 
-    slo: list[ThresholdText] = Field(min_length=1)
-    start: float = Field(50.0, gt=0)  # first probe's rate (req/s)
-    max_rate: float = Field(5000.0, gt=0)
-    precision: Fraction = Fraction(0.05)  # stop when the failing rate is within this of the passing one
-    probe: Duration = Duration(5.0)  # measured length of each probe
-    warmup: Duration = Duration(2.0)
-    arrival: Literal["constant", "poisson"] = "constant"
-    max_probes: int = Field(14, ge=2, le=100)
+    slo: list[ThresholdText] = Field(min_length=1, description="threshold expressions, all must hold")
+    start: float = Field(50.0, gt=0, description="first probe's rate (req/s)")
+    max_rate: float = Field(5000.0, gt=0, description="never probe above this (req/s)")
+    precision: Fraction = Field(Fraction(0.05),
+                                description="stop when first failing rate <= last passing rate x (1 + precision)")
+    probe: Duration = Field(Duration(5.0), description="measured length of each probe")
+    warmup: Duration = Field(Duration(2.0), description="warm-up at the same rate before each probe")
+    arrival: Literal["constant", "poisson"] = Field("constant", description="arrivals of the probes")
+    max_probes: int = Field(14, ge=2, le=100, description="most probes in one search")
 
     @model_validator(mode="after")
     def sane(self) -> "Capacity":
@@ -244,14 +275,18 @@ class Capacity(Strict):
         return self
 
 
-RANK_FIGURES = ("ok_rps", "rps", "p50_ms", "p95_ms", "p99_ms")
 
 
 class Sweep(Strict):
     """A matrix over bundled-server settings; `python -m harness sweep` runs every combination."""
 
-    server: dict[str, list[Any]] = Field(min_length=1)
-    rank_by: Literal[RANK_FIGURES] = "ok_rps"  # type: ignore[valid-type]
+    server: dict[str, list[Any]] = Field(min_length=1,
+                                         description="target.server key -> list of "
+                                                     "values; every combination runs")
+    rank_by: Literal[figures.RANKABLE] = Field("ok_rps",  # type: ignore[valid-type]
+                                               description="ok_rps, rps (higher is better) or p50_ms, "
+                                                           "p95_ms, p99_ms (lower is better); by "
+                                                           "capacity when the scenario has a capacity block")
 
     @field_validator("server")
     @classmethod
@@ -276,18 +311,23 @@ class Sweep(Strict):
 
 
 class Scenario(Strict):
-    name: str = Field("scenario", pattern=r"^[A-Za-z0-9_.-]+$")
-    description: str = ""
-    target: Target = Field(default_factory=Target)
-    engine: Literal["threadpool", "locust"] = "threadpool"
-    load: Load
-    generator: Generator = Field(default_factory=Generator)
-    locust: LocustOptions = Field(default_factory=LocustOptions)
-    thresholds: list[ThresholdText] = Field(default_factory=list)
-    check: Check = Field(default_factory=Check)
-    sweep: Sweep | None = None
-    capacity: Capacity | None = None
-    repeat: int = Field(1, ge=1, le=100)  # `harness run` measures N times, each in RUN_DIR/repeat-K
+    name: str = Field("scenario", pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="letters, digits, . _ -; names the run folder")
+    description: str = Field("", description="free text")
+    target: Target = Field(default_factory=Target,
+                           description="the system under test: the bundled server or a URL")
+    engine: Literal["threadpool", "locust"] = Field("threadpool", description="what sends the load")
+    load: Load = Field(description="the load model and its stages")
+    generator: Generator = Field(default_factory=Generator, description="threadpool engine settings")
+    locust: LocustOptions = Field(default_factory=LocustOptions,
+                                  description="Locust engine settings (engine: locust only)")
+    thresholds: list[ThresholdText] = Field(default_factory=list,
+                                            description="pass criteria, `metric op number`, e.g. `p95_ms < 200`")
+    check: Check = Field(default_factory=Check, description="regression gate tolerances (`harness check`)")
+    sweep: Sweep | None = Field(None, description="a matrix of server settings (`harness sweep`)")
+    capacity: Capacity | None = Field(None, description="capacity search under an SLO (`harness capacity`)")
+    repeat: int = Field(1, ge=1, le=100,
+                        description="`harness run` measures N times, each a full run in RUN_DIR/repeat-K")
 
     @model_validator(mode="after")
     def _repeat_is_for_plain_runs(self) -> "Scenario":

@@ -6,12 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-METRICS = {
-    "p50_ms": "latency_ms.p50", "p90_ms": "latency_ms.p90", "p95_ms": "latency_ms.p95",
-    "p99_ms": "latency_ms.p99", "p999_ms": "latency_ms.p999", "max_ms": "latency_ms.max",
-    "mean_ms": "latency_ms.mean", "error_rate": "error_rate", "rps": "rps", "ok_rps": "ok_rps",
-    "requests": "requests", "errors": "errors",
-}
+from harness.results import figures
+
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
 }
@@ -26,7 +22,7 @@ class Threshold:
     limit: float
 
     def evaluate(self, summary: dict[str, Any]) -> dict[str, Any]:
-        observed = lookup(summary, METRICS[self.metric])
+        observed = figures.value(summary, self.metric)
         passed = observed is not None and OPERATORS[self.op](float(observed), self.limit)
         return {"expression": self.expression, "metric": self.metric, "observed": observed,
                 "limit": self.limit, "op": self.op, "passed": bool(passed)}
@@ -38,19 +34,10 @@ def parse_threshold(text: str) -> Threshold:
         raise ValueError(f"not a threshold expression: {text!r}; write `metric op number`, "
                          f"e.g. `p95_ms < 200` (operators: {' '.join(OPERATORS)})")
     metric, op, number = match.groups()
-    if metric not in METRICS:
+    if metric not in figures.IN_SUMMARY:
         import difflib
 
-        near = difflib.get_close_matches(metric, METRICS, n=1)
+        near = difflib.get_close_matches(metric, figures.IN_SUMMARY, n=1)
         hint = f" (did you mean {near[0]}?)" if near else ""
-        raise ValueError(f"unknown metric {metric!r}{hint}; known: {', '.join(METRICS)}")
+        raise ValueError(f"unknown metric {metric!r}{hint}; known: {', '.join(figures.IN_SUMMARY)}")
     return Threshold(text.strip(), metric, op, float(number))
-
-
-def lookup(summary: dict[str, Any], dotted: str) -> Any:
-    value: Any = summary
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value

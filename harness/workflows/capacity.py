@@ -3,19 +3,24 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable
 
 from harness.errors import UserError
+from harness.results import figures, layout
+from harness.results.summary import RunResult
 from harness.report.plotting import new_figure, png
 from harness.report.html import badge, esc, fmt, image, page, table
 from harness.scenario.schema import Capacity, Scenario, load_scenario
 from harness.scenario.thresholds import parse_threshold
 
-CAPACITY_FILE = "capacity.json"
-# runs one probe: (scenario, scenario path, run folder) -> summary
-RunProbe = Callable[[Scenario, Path, Path], dict[str, Any]]
+CAPACITY_FILE = layout.CAPACITY
+# capacity.json's schema_version. History: none = before JSON outputs were versioned; 1 = versioned.
+SCHEMA_VERSION = 1
+# figures recorded for every probe
+PROBE_FIGURES = ("ok_rps", "error_rate", "p50_ms", "p95_ms", "p99_ms")
+# runs one probe: (scenario, scenario path, run folder) -> its result
+RunProbe = Callable[[Scenario, Path, Path], RunResult]
 
 
 def probe_overrides(cap: Capacity, rate: float) -> list[str]:
@@ -46,18 +51,17 @@ class Search:
             scenario, path = load_scenario(self.path, self.overrides + probe_overrides(self.cap, rate))
             run_dir = self.folder / f"probe-{len(self.probes) + 1:02d}-{rate:.6g}rps"
             run_dir.mkdir(parents=True, exist_ok=True)
-            summary = self.run_probe(scenario, path, run_dir)
-            if summary.get("interrupted"):
+            result = self.run_probe(scenario, path, run_dir)
+            summary = result.summary
+            if summary is None or result.interrupted:
                 self.interrupted = True
                 return None
             outcome = ("invalid" if not summary.get("valid") else "pass" if summary.get("passed") else "fail")
-            lat = summary.get("latency_ms") or {}
             self.probes.append({"rate": rate, "outcome": outcome, "run_dir": str(run_dir),
-                                "ok_rps": summary.get("ok_rps"), "error_rate": summary.get("error_rate"),
-                                "p50_ms": lat.get("p50"), "p95_ms": lat.get("p95"), "p99_ms": lat.get("p99"),
+                                **{name: figures.value(summary, name) for name in PROBE_FIGURES},
                                 "failed": [t["expression"] for t in summary.get("thresholds", []) if not t["passed"]],
                                 "invalid_reasons": summary.get("invalid_reasons", [])})
-            detail = (f"p99 {fmt(lat.get('p99'))} ms, {fmt(summary.get('ok_rps'))} ok req/s"
+            detail = (f"p99 {fmt(figures.value(summary, 'p99_ms'))} ms, {fmt(summary.get('ok_rps'))} ok req/s"
                       if outcome != "invalid" else "; ".join(summary.get("invalid_reasons", [])))
             self.say(f"  probe {len(self.probes):>2} at {rate:8.1f} req/s: {outcome.upper():<7} ({detail})")
             if outcome != "invalid":
@@ -179,9 +183,7 @@ def write_page(folder: Path, result: dict[str, Any]) -> Path:
             + image(chart(result), "latency vs rate")
             + "<h2>Probes</h2>" + table(["#", "offered req/s", "outcome", "ok req/s", "p50 ms", "p95 ms", "p99 ms",
                                           "error rate", "why", "run folder"], rows, numeric_from=9))
-    path = folder / "capacity.html"
-    path.write_text(page(f"Capacity: {result['name']}", body), encoding="utf-8")
-    return path
+    return layout.atomic_write(folder / layout.CAPACITY_PAGE, page(f"Capacity: {result['name']}", body))
 
 
 def search_capacity(path: Path, overrides: list[str], folder: Path, run_probe: RunProbe,
@@ -192,7 +194,29 @@ def search_capacity(path: Path, overrides: list[str], folder: Path, run_probe: R
     result = search.run()
     if result["probes"]:
         result["page"] = str(write_page(folder, result))
-    tmp = folder / (CAPACITY_FILE + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, folder / CAPACITY_FILE)
+    layout.write_json(folder / CAPACITY_FILE, result, SCHEMA_VERSION)
     return result
+
+
+def capacity_command(path: Path, overrides: list[str], out: Path | None) -> int:
+    """`harness capacity`: search, print the capacity with its bracket; exit 3 when nothing passed."""
+    import time
+
+    from harness.errors import EXIT_INTERRUPTED, EXIT_INVALID_RUN
+    from harness.run.runner import REPORTS_DIR
+    from harness.workflows.single import probe
+
+    scenario, path = load_scenario(path, overrides)
+    folder = out or REPORTS_DIR / f"capacity-{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(f"capacity search: {scenario.name}; folder {folder}")
+    result = search_capacity(path, overrides, folder, probe)
+    if result["interrupted"]:
+        return EXIT_INTERRUPTED
+    if result["capacity_rps"] is not None:
+        uncertainty = f" ({result['uncertainty']})" if result["uncertainty"] else ""
+        print(f"capacity: {result['capacity_rps']:.6g} req/s{uncertainty}")
+    for note in result["notes"]:
+        print(f"note: {note}")
+    if "page" in result:
+        print(f"chart: {result['page']}")
+    return 0 if result["capacity_rps"] is not None else EXIT_INVALID_RUN

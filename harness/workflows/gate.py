@@ -13,21 +13,18 @@ import pandas as pd
 import yaml
 from pydantic import ValidationError
 
-from harness.analysis import stats as analysis
+from harness.analysis.windows import windows
+from harness.results.samples import read_samples
 from harness.results import summary as summary_mod
 from harness.errors import EXIT_INVALID_RUN, EXIT_PASSED, EXIT_THRESHOLD_FAILED, UserError
-from harness.workflows.repeats import expand_repeats
 from harness.scenario.schema import Check, format_error
-from harness.scenario.thresholds import lookup
+from harness.results import figures, layout
 
 BOOTSTRAP_RESAMPLES = 2000
 BUSY_MACHINE_POINTS = 25.0  # system CPU (all cores, %) this much above the baseline's: say so
 MIN_WINDOWS = 5  # fewer measured windows on a side than this: compare the stored figures instead
-# (name, label, per-window column, summary key, direction that is bad, statistic over windows)
-METRICS = [("p50", "p50 latency (ms)", "p50_ms", "latency_ms.p50", "rise", "median"),
-           ("p95", "p95 latency (ms)", "p95_ms", "latency_ms.p95", "rise", "median"),
-           ("p99", "p99 latency (ms)", "p99_ms", "latency_ms.p99", "rise", "median"),
-           ("rps", "successful req/s", "ok_rps", "ok_rps", "fall", "mean")]
+# the `check:` tolerance prefix (p95 -> p95_may_rise) -> the figure it judges
+GATED = {"p50": "p50_ms", "p95": "p95_ms", "p99": "p99_ms", "rps": "ok_rps"}
 
 
 @dataclass
@@ -38,9 +35,9 @@ class Side:
     summaries: list[dict[str, Any]]
     runs: list[pd.DataFrame] | None  # each run's measured windows; None when a side has no samples
 
-    def figure(self, key: str) -> float | None:
-        values = [lookup(s, key) for s in self.summaries]
-        values = [float(v) for v in values if v is not None]
+    def figure(self, name: str) -> float | None:
+        """The mean of a figure over this side's summaries."""
+        values = [float(v) for s in self.summaries if (v := figures.value(s, name)) is not None]
         return float(np.mean(values)) if values else None
 
     def values(self, column: str) -> list[np.ndarray]:
@@ -55,12 +52,12 @@ def load_side(paths: list[Path], width: float) -> Side:
     for path in paths:
         summary = summary_mod.read(path)
         summaries.append(summary)
-        df = analysis.load_samples(path) if path.is_dir() else None
+        df = read_samples(path) if path.is_dir() else None
         if df is None or df.empty:
             runs = None
             continue
         until, warmup = float(summary["duration_s"]), float(summary["warmup_s"])
-        win = analysis.windows(df, width, until=until, start=warmup)
+        win = windows(df, width, until=until, start=warmup)
         if runs is not None:
             runs.append(win[win["t"] + width <= until + 1e-9])
     if runs is not None and sum(len(w) for w in runs) < MIN_WINDOWS:
@@ -155,7 +152,7 @@ def judge(run: Side, base: Side, check: Check, factor: float | None = None) -> d
     names = {s.get("name") for s in run.summaries + base.summaries}
     if len(names) > 1:
         notes.append(f"the runs come from different scenarios ({', '.join(sorted(map(str, names)))})")
-    busy, calm = run.figure("system_cpu_percent_mean"), base.figure("system_cpu_percent_mean")
+    busy, calm = run.figure("system_cpu_percent"), base.figure("system_cpu_percent")
     if busy is not None and calm is not None and busy - calm > BUSY_MACHINE_POINTS:
         notes.append(f"the machine was busier during the run than during the baseline (system CPU {busy:.0f}% "
                      f"vs {calm:.0f}%): other work may have slowed it; confirm a regression with a second run")
@@ -163,7 +160,10 @@ def judge(run: Side, base: Side, check: Check, factor: float | None = None) -> d
         notes.append(f"normalised by calibration: this machine is {factor:.3f}x as slow as the baseline's "
                      "(latency ratios divided, throughput ratios multiplied by it)")
     rows = []
-    for name, label, column, key, bad, statistic in METRICS:
+    for name, figure_name in GATED.items():
+        figure = figures.FIGURES[figure_name]
+        bad = "rise" if figure.better == "lower" else "fall"
+        column, key, statistic = figure.window or figure.name, figure.name, figure.statistic
         tolerance = getattr(check, f"{name}_may_{bad}")
         if tolerance is None:
             continue
@@ -179,7 +179,7 @@ def judge(run: Side, base: Side, check: Check, factor: float | None = None) -> d
         if factor is not None:
             scale = 1 / factor if bad == "rise" else factor
             ratio, low, high = ratio * scale, low * scale, high * scale
-        rows.append({"metric": name, "label": label, "baseline": base.figure(key), "run": run.figure(key),
+        rows.append({"metric": name, "label": figure.label, "baseline": base.figure(key), "run": run.figure(key),
                      "ratio": _num(ratio), "ci_low": _num(low), "ci_high": _num(high),
                      "tolerance": f"may {bad} {tolerance:.0%}", "method": method,
                      "status": status_of(low, high, tolerance, bad)})
@@ -216,7 +216,7 @@ def _num(value: float) -> float | None:
 def run_check(runs: list[Path], baselines: list[Path], overrides: list[str],
               calibration: Path | None = None, baseline_calibration: Path | None = None) -> dict[str, Any]:
     """Read both sides and judge; baselines that are invalid cannot judge anything."""
-    runs, baselines = expand_repeats(runs), expand_repeats(baselines)
+    runs, baselines = layout.expand_repeats(runs), layout.expand_repeats(baselines)
     check = check_settings(runs[0], overrides)
     base = load_side(baselines, check.window)
     bad = [str(p) for p, s in zip(baselines, base.summaries) if not s.get("valid", False)]
@@ -302,3 +302,13 @@ def write_outputs(verdict: dict[str, Any], junit: Path | None, json_path: Path |
             raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
         written.append(path)
     return written
+
+
+def check_command(runs: list[Path], baselines: list[Path], overrides: list[str], calibration: Path | None,
+                  baseline_calibration: Path | None, junit: Path | None, json_path: Path | None) -> int:
+    """`harness check`: print the verdict table, write JUnit/JSON when asked; the verdict's exit code."""
+    verdict = run_check(runs, baselines, overrides, calibration, baseline_calibration)
+    print(format_table(verdict))
+    for path in write_outputs(verdict, junit, json_path):
+        print(f"wrote {path}")
+    return int(verdict["exit_code"])

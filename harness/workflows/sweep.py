@@ -13,14 +13,13 @@ from typing import Any, Callable
 from harness.results import summary as summary_mod
 from harness.errors import EXIT_INTERRUPTED, EXIT_INVALID_RUN, EXIT_PASSED, UserError
 from harness.report.html import esc, table
+from harness.results import figures, layout
 from harness.scenario.schema import Scenario, ServerSettings, load_scenario
-from harness.scenario.thresholds import lookup
 from target_server.config import ServerConfig, available_cores
 
-SWEEP_FILE = "sweep.json"
-LOWER_IS_BETTER = {"p50_ms", "p95_ms", "p99_ms"}
-FIGURE_KEYS = {"ok_rps": "ok_rps", "rps": "rps", "p50_ms": "latency_ms.p50", "p95_ms": "latency_ms.p95",
-               "p99_ms": "latency_ms.p99"}
+SWEEP_FILE = layout.SWEEP
+# sweep.json's schema_version. History: none = before JSON outputs were versioned; 1 = versioned.
+SCHEMA_VERSION = 1
 
 
 @dataclass
@@ -65,14 +64,12 @@ def combinations(scenario: Scenario, sweep_dir: Path) -> list[Combination]:
 def complete(folder: Path) -> dict[str, Any] | None:
     """The summary of a finished run folder or capacity search, or None (missing, unreadable, partial
     or interrupted)."""
-    from harness.workflows.capacity import CAPACITY_FILE
-
-    if (folder / CAPACITY_FILE).is_file():
+    if (folder / layout.CAPACITY).is_file():
         try:
-            result = json.loads((folder / CAPACITY_FILE).read_text())
-        except (OSError, ValueError):
+            result = layout.read_json(folder / layout.CAPACITY, (None, 1), "capacity result")
+        except (OSError, UserError):
             return None
-        return result if isinstance(result, dict) and result.get("complete") else None
+        return result if result.get("complete") else None
     try:
         summary = summary_mod.read(folder)
     except UserError:
@@ -83,13 +80,13 @@ def complete(folder: Path) -> dict[str, Any] | None:
 def figure_of(summary: dict[str, Any], rank_by: str) -> float | None:
     if rank_by == "capacity":
         return summary.get("capacity_rps")
-    value = lookup(summary, FIGURE_KEYS[rank_by])
+    value = figures.value(summary, rank_by)
     return None if value is None else float(value)
 
 
 def rank(results: list[dict[str, Any]], rank_by: str) -> list[dict[str, Any]]:
     """Best first: valid runs that passed their thresholds, by the figure; the rest after them."""
-    lower = rank_by in LOWER_IS_BETTER
+    lower = rank_by != "capacity" and figures.FIGURES[rank_by].better == "lower"
 
     def key(r: dict[str, Any]) -> tuple[int, float]:
         value = r["figure"]
@@ -132,7 +129,9 @@ def intro_html(name: str, question: str, ordered: list[dict[str, Any]], skipped:
     return html
 
 
-Measure = Callable[[Scenario, Path, Path], dict[str, Any]]
+# measures one combination: (scenario, scenario path, folder) -> its summary or capacity result;
+# None when it was interrupted before measuring anything
+Measure = Callable[[Scenario, Path, Path], dict[str, Any] | None]
 
 
 def run_sweep(path: Path, overrides: list[str], sweep_dir: Path, measure: Measure,
@@ -163,7 +162,7 @@ def run_sweep(path: Path, overrides: list[str], sweep_dir: Path, measure: Measur
                 say(f"{head}: failed: {'; '.join(exc.messages)}")
                 skipped.append(Combination(combo.settings, combo.folder, "failed: " + "; ".join(exc.messages)))
                 continue
-            if summary.get("interrupted"):
+            if summary is None or summary.get("interrupted"):
                 say(f"{head}: interrupted; rerun the same command to resume")
                 return EXIT_INTERRUPTED, {}
         figure = figure_of(summary, rank_by)
@@ -176,9 +175,9 @@ def run_sweep(path: Path, overrides: list[str], sweep_dir: Path, measure: Measur
     doc = {"name": scenario.name, "question": scenario.description, "rank_by": rank_by,
            "ranking": ordered, "winner": explain(ordered, rank_by),
            "skipped": [{"label": c.label, "reason": c.skip} for c in skipped]}
-    (sweep_dir / SWEEP_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+    layout.write_json(sweep_dir / SWEEP_FILE, doc, SCHEMA_VERSION)
     run_dirs = [d for d in (Path(r["run_dir"] or r["folder"]) for r in ordered)
-                if (d / summary_mod.SUMMARY_FILE).is_file()]  # a capacity search with no pass has none
+                if (d / layout.SUMMARY).is_file()]  # a capacity search with no pass has none
     if len(run_dirs) >= 2:
         page, csv_path, _ = write_comparison(run_dirs, sweep_dir / "sweep.html",
                                              intro_html(scenario.name, scenario.description, ordered,
@@ -194,3 +193,28 @@ def print_ranking(doc: dict[str, Any], out: Any = sys.stdout) -> None:
         flags = "" if r["valid"] and r["passed"] else "  (invalid or failed thresholds)"
         print(f"  {r['rank']:>2}. {r['label']:<50} {doc['rank_by']} {figure}{flags}", file=out)
     print(doc["winner"], file=out)
+
+
+def sweep_command(path: Path, overrides: list[str], out: Path | None) -> int:
+    """`harness sweep`: measure every combination (a capacity search each when the scenario has a
+    capacity: block), rank them, print the ranking and where the pages are."""
+    from harness.run.runner import REPORTS_DIR
+    from harness.workflows.capacity import search_capacity
+    from harness.workflows.single import probe
+
+    scenario, path = load_scenario(path, overrides)
+    sweep_dir = out or REPORTS_DIR / f"sweep-{scenario.name}"
+
+    def measure(one: Scenario, one_path: Path, folder: Path) -> dict[str, Any] | None:
+        if one.capacity is not None:
+            settings = json.dumps(one.target.server.model_dump() if one.target.server else None)
+            return dict(search_capacity(one_path, overrides + [f"target.server={settings}"], folder, probe))
+        return dict(summary) if (summary := probe(one, one_path, folder).summary) is not None else None
+
+    code, doc = run_sweep(path, overrides, sweep_dir, measure)
+    if doc:
+        print_ranking(doc)
+        print(f"sweep folder: {sweep_dir}")
+        if "page" in doc:
+            print(f"comparison: {doc['page']}")
+    return code

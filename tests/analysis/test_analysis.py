@@ -12,6 +12,7 @@ import pytest
 from harness.analysis import stats as analysis
 from harness.analysis import validity
 from harness.results.samples import COLUMNS, NOT_SENT, SampleWriter
+from harness.results.samples import read_samples
 
 
 def frame(rows: list[tuple]) -> pd.DataFrame:
@@ -77,12 +78,12 @@ def test_sample_writer_round_trip_torn_line_and_gzip(tmp_path: Path) -> None:
     writer.close()
     with open(tmp_path / "samples-0.csv", "ab") as f:
         f.write(b"9.5,9.5,9.6,200,,1")  # a line torn by SIGKILL mid-write
-    df = analysis.load_samples(tmp_path)
+    df = read_samples(tmp_path)
     assert len(df) == 501 and df["error"].iloc[-1] == NOT_SENT and np.isnan(df["start"].iloc[-1])
     raw = (tmp_path / "samples-0.csv").read_bytes()
     (tmp_path / "samples-0.csv").unlink()
     (tmp_path / "samples-0.csv.gz").write_bytes(gzip.compress(raw))
-    assert len(analysis.load_samples(tmp_path)) == 501
+    assert len(read_samples(tmp_path)) == 501
 
 
 def test_generator_files_are_merged_in_time_order(tmp_path: Path) -> None:
@@ -92,7 +93,7 @@ def test_generator_files_are_merged_in_time_order(tmp_path: Path) -> None:
             t = i * 0.1 + gen * 0.05
             writer.append((t, t, t + 0.001, 200, "", 1, 0, gen, 0.1, 0.5, 0.9))
         writer.close()
-    df = analysis.load_samples(tmp_path)
+    df = read_samples(tmp_path)
     assert len(df) == 20 and df["intended"].is_monotonic_increasing
     assert set(df["gen"]) == {0, 1}
     split = analysis.server_timing_split(df)
@@ -147,6 +148,6 @@ def test_failed_request_rows_round_trip_and_a_bad_row_costs_no_other(tmp_path: P
     time.sleep(0.1)  # let the background thread flush while the writer is open
     writer.append((0.4, 0.4, 0.5, 503, "http", 5, 0, 0, None, None, None))
     writer.close()
-    df = analysis.load_samples(tmp_path)
+    df = read_samples(tmp_path)
     assert list(df["error"]) == ["", "timeout", NOT_SENT, "http"] and writer.unwritable == 1
     assert (df["srv_queue_ms"].iloc[0], df["srv_infer_ms"].iloc[0], df["srv_total_ms"].iloc[0]) == (1.0, 2.0, 4.0)

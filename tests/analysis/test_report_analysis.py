@@ -13,6 +13,10 @@ import pandas as pd
 import pytest
 
 from harness.analysis import stats as analysis
+from harness.analysis import windows
+from harness.results.metrics import read_metrics
+from harness.analysis import server_metrics
+from harness.results.resources import SERVER_ROLES
 from harness.run import scrape
 from harness.analysis import trends
 from harness.scenario.plan import LoadPlan
@@ -32,7 +36,7 @@ def steady(rate: float, seconds: float, latency_s: float, offset: float = 0.0) -
 def test_grouped_quantiles_match_numpy_per_group() -> None:
     rng = np.random.default_rng(3)
     groups, values = rng.integers(0, 40, 20_000), rng.lognormal(0, 1, 20_000)
-    got = analysis.grouped_quantiles(groups, values, 42, [0.5, 0.9, 0.99, 1.0])
+    got = windows.grouped_quantiles(groups, values, 42, [0.5, 0.9, 0.99, 1.0])
     for g in range(40):
         assert got[:, g] == pytest.approx(np.percentile(values[groups == g], [50, 90, 99, 100]))
     assert np.isnan(got[:, 40:]).all()
@@ -46,7 +50,7 @@ def test_windows_percentiles_errors_and_offered_load() -> None:
     rows += [(1.5, 1.5, 11.5, 0, "timeout", 0, 0, 0, None, None, None), (1.6, 1.6, 1.61, 503, "http", 5, 0, 0, None, None, None),
              (1.7, None, None, 0, NOT_SENT, 0, 0, 0, None, None, None)]
     plan = LoadPlan.from_stages("open", [(1, 100), (1, 100)], start=100)
-    win = analysis.windows(frame(rows), 1.0, plan)
+    win = windows.windows(frame(rows), 1.0, plan)
     assert list(win["t"]) == [0.0, 1.0]
     assert list(win["requests"]) == [100, 102] and list(win["errors"]) == [0, 2]
     assert list(win["errors_timeout"]) == [0, 1] and list(win["errors_http"]) == [0, 1]
@@ -56,51 +60,51 @@ def test_windows_percentiles_errors_and_offered_load() -> None:
     second = np.append(np.arange(101, 201), 10.0)  # the 503 answered in 10 ms counts as latency too
     assert win["p95_ms"][1] == pytest.approx(np.percentile(second, 95))
     assert win["max_ms"][1] == pytest.approx(200.0)
-    assert analysis.per_second(frame(rows), plan)["second"].tolist() == [0, 1]
+    assert windows.per_second(frame(rows), plan)["second"].tolist() == [0, 1]
 
 
 def test_closed_model_offered_load_counts_whole_users() -> None:
     plan = LoadPlan.from_stages("closed", [(4, 4)])  # 0 -> 4 users over 4 s: user k runs from t = k
-    assert analysis.offered_load(plan, np.arange(5.0)) == pytest.approx([0, 1, 2, 3])
-    assert analysis.offered_load(plan, np.array([0.0, 2.0, 4.0])) == pytest.approx([0.5, 2.5])
+    assert windows.offered_load(plan, np.arange(5.0)) == pytest.approx([0, 1, 2, 3])
+    assert windows.offered_load(plan, np.array([0.0, 2.0, 4.0])) == pytest.approx([0.5, 2.5])
 
 
 def test_poisson_offered_load_is_the_plans_own_schedule() -> None:
     plan = LoadPlan.from_stages("open", [(20, 50)], start=50, arrival="poisson", seed=3)
     edges = np.arange(21.0)
-    offered = analysis.offered_load(plan, edges)
+    offered = windows.offered_load(plan, edges)
     assert offered.sum() == plan.planned_count() and offered.std() > 0
-    assert analysis.target_load(plan, edges) == pytest.approx([50.0] * 20)
+    assert windows.target_load(plan, edges) == pytest.approx([50.0] * 20)
 
 
 def test_in_flight_is_the_exact_time_average() -> None:
     # 100 req/s, 50 ms each: 5 in flight; a single 2.5 s request adds 1 in flight for its span
     rows = steady(100, 4, 0.05) + [(0.5, 0.5, 3.0, 200, "", 1, 0, 0, None, None, None)]
-    win = analysis.windows(frame(rows), 1.0, until=4.0)
+    win = windows.windows(frame(rows), 1.0, until=4.0)
     assert win["in_flight"].tolist() == pytest.approx([5.4, 6.0, 6.0, 5.0])
-    assert analysis.time_in_flight(np.array([0.0, 0.5]), np.array([1.0, 2.0]), np.array([0.0, 1.0, 2.0])) == \
+    assert windows.time_in_flight(np.array([0.0, 0.5]), np.array([1.0, 2.0]), np.array([0.0, 1.0, 2.0])) == \
         pytest.approx([1.5, 1.0])
 
 
 def test_littles_law_holds_for_a_sound_measurement_and_catches_lost_samples() -> None:
     plan = LoadPlan.from_stages("open", [(10, 100)], start=100)
     rows = steady(100, 10, 0.05)
-    good = analysis.little_check(analysis.windows(frame(rows), 1.0, plan), "open")
+    good = windows.little_check(windows.windows(frame(rows), 1.0, plan), "open")
     assert good["consistent"] and good["within"] == good["windows"] == 10
     assert good["median_ratio"] == pytest.approx(1.0, abs=0.02)
-    lost = analysis.little_check(analysis.windows(frame(rows[::2]), 1.0, plan), "open")  # half the rows lost
+    lost = windows.little_check(windows.windows(frame(rows[::2]), 1.0, plan), "open")  # half the rows lost
     assert not lost["consistent"] and lost["median_ratio"] == pytest.approx(0.5, abs=0.02)
     stall = [(t, s, e + 0.5 if 3 <= t < 4 else e, *rest) for t, s, e, *rest in rows]  # a 0.5 s stall
-    stalled = analysis.little_check(analysis.windows(frame(stall), 1.0, plan), "open")
+    stalled = windows.little_check(windows.windows(frame(stall), 1.0, plan), "open")
     assert stalled["skipped"] == 2 and stalled["windows"] == 8 and stalled["consistent"]
 
     # closed model: 5 users back to back, 50 ms per request -> 100 req/s x 0.05 s = 5 users
     closed = LoadPlan.from_stages("closed", [(10, 5)], start=5)
     users = [(t, t, t + 0.05, 200, "", 1, 0, 0, None, None, None)
              for u in range(5) for t in np.arange(0, 10, 0.05) + u * 0.01]
-    assert analysis.little_check(analysis.windows(frame(users), 1.0, closed), "closed")["consistent"]
+    assert windows.little_check(windows.windows(frame(users), 1.0, closed), "closed")["consistent"]
     idle = [r for r in users if int(r[0] * 20) % 4]  # users idle a quarter of the time: generator overhead
-    check = analysis.little_check(analysis.windows(frame(idle), 1.0, closed), "closed")
+    check = windows.little_check(windows.windows(frame(idle), 1.0, closed), "closed")
     assert not check["consistent"] and check["median_ratio"] == pytest.approx(0.75, abs=0.03)
 
 
@@ -177,7 +181,7 @@ def test_resource_series_cpu_seconds_and_efficiency() -> None:
     assert series["server_cpu"].tolist() == pytest.approx([100.0] * len(ticks))
     assert series["server_rss_mb"].iloc[0] == pytest.approx(120.0)
     assert series["generator_cpu"].iloc[0] == 30.0 and series["system_cpu"].iloc[0] == 50.0
-    used = analysis.cpu_seconds(res, analysis.SERVER_ROLES, np.array([0.0, 5.0, 10.0]))
+    used = analysis.cpu_seconds(res, SERVER_ROLES, np.array([0.0, 5.0, 10.0]))
     assert used == pytest.approx([5.0, 5.0])  # one core busy, 5 s each
     assert analysis.requests_per_cpu_second(5000, float(used.sum())) == 500.0
     assert analysis.requests_per_cpu_second(10, 0.0) is None
@@ -213,13 +217,13 @@ def test_metrics_readers_rates_means_and_buckets(tmp_path: Path) -> None:
         for name, labels, value in scrape.parse_exposition(EXPOSITION % (ok, bad, b1, b4, b4, rows_sum, b4)):
             lines.append(f'{t},{name},"{labels.replace(chr(34), chr(34) * 2)}",{value}')
     (tmp_path / "metrics.csv").write_text("\n".join(lines) + "\n")
-    metrics = scrape.load_metrics(tmp_path)
-    rates = scrape.counter_rates(metrics, "inference_requests_total", "status")
+    metrics = read_metrics(tmp_path)
+    rates = server_metrics.counter_rates(metrics, "inference_requests_total", "status")
     assert rates["200"].tolist() == [100.0, 200.0] and rates["503"].tolist() == [10.0, 0.0]
-    assert scrape.histogram_means(metrics, "inference_batch_rows").tolist() == [2.0, 4.0]
-    counts = scrape.histogram_counts(metrics, "inference_batch_rows")
+    assert server_metrics.histogram_means(metrics, "inference_batch_rows").tolist() == [2.0, 4.0]
+    counts = server_metrics.histogram_counts(metrics, "inference_batch_rows")
     assert counts.to_dict() == {1.0: 50.0, 4.0: 150.0, float("inf"): 0.0}
-    assert scrape.load_metrics(tmp_path / "nowhere").empty
+    assert read_metrics(tmp_path / "nowhere").empty
 
 
 class MetricsHandler(BaseHTTPRequestHandler):
@@ -264,7 +268,7 @@ def test_scraper_appends_rows_on_the_run_clock(metrics_server: str, tmp_path: Pa
     while scraper.scrapes < 3 and time.monotonic() < deadline:
         time.sleep(0.02)
     scraper.stop()
-    metrics = scrape.load_metrics(tmp_path)
+    metrics = read_metrics(tmp_path)
     assert scraper.scrapes >= 3 and not logged
     assert metrics["t"].is_monotonic_increasing and (metrics["t"] >= 0).all()
     assert set(metrics["name"]) >= {"inference_requests_total", "inference_batch_rows_bucket"}

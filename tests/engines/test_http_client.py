@@ -7,7 +7,9 @@ import time
 import pytest
 
 from harness.engines import http_client as hc
-from harness.scenario.payload import request_bytes
+from harness.results import samples
+from harness.results.samples import parse_server_timing
+from harness.engines.http_client import request_bytes
 from tests.support.rawserver import RawServer, read_request, respond_forever
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{\"predictions\":1}"
@@ -94,7 +96,7 @@ def test_timeout_fires_on_a_hung_server() -> None:
         started = time.monotonic()
         with pytest.raises(hc.RequestFailed) as info:
             hc.Connection("127.0.0.1", server.port).request(raw_get(server.port), 0.3)
-        assert info.value.kind == hc.TIMEOUT
+        assert info.value.kind == samples.TIMEOUT
         assert time.monotonic() - started < 1.0
 
 
@@ -109,19 +111,19 @@ def test_trickled_response_obeys_the_total_deadline() -> None:
         started = time.monotonic()
         with pytest.raises(hc.RequestFailed) as info:
             hc.Connection("127.0.0.1", server.port).request(raw_get(server.port), 0.5)
-        assert info.value.kind == hc.TIMEOUT and time.monotonic() - started < 1.2
+        assert info.value.kind == samples.TIMEOUT and time.monotonic() - started < 1.2
 
 
 @pytest.mark.parametrize("reply,kind", [
-    (b"HTPT/1.1 200 OK\r\n\r\n", hc.PROTOCOL),
-    (b"HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n", hc.PROTOCOL),
-    (b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n", hc.PROTOCOL),
-    (b"HTTP/1.1 200 OK\r\nbroken header\r\n\r\n", hc.PROTOCOL),
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", hc.PROTOCOL),
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", hc.CLOSED),
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n", hc.TOO_LARGE),
-    (b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70000, hc.PROTOCOL),
-    (b"", hc.CLOSED),
+    (b"HTPT/1.1 200 OK\r\n\r\n", samples.PROTOCOL),
+    (b"HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n", samples.PROTOCOL),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n", samples.PROTOCOL),
+    (b"HTTP/1.1 200 OK\r\nbroken header\r\n\r\n", samples.PROTOCOL),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", samples.PROTOCOL),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", samples.CLOSED),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n", samples.TOO_LARGE),
+    (b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70000, samples.PROTOCOL),
+    (b"", samples.CLOSED),
 ])
 def test_garbage_is_classified(reply: bytes, kind: str) -> None:
     def handle(sock: socket.socket) -> None:
@@ -145,7 +147,7 @@ def test_connection_reset_is_classified() -> None:
     with RawServer(handle) as server:
         with pytest.raises(hc.RequestFailed) as info:
             hc.Connection("127.0.0.1", server.port).request(raw_get(server.port), 2.0)
-        assert info.value.kind in (hc.RESET, hc.CLOSED)
+        assert info.value.kind in (samples.RESET, samples.CLOSED)
 
 
 def test_connect_refused() -> None:
@@ -155,7 +157,7 @@ def test_connect_refused() -> None:
     sock.close()
     with pytest.raises(hc.RequestFailed) as info:
         hc.Connection("127.0.0.1", port).request(raw_get(port), 1.0)
-    assert info.value.kind == hc.CONNECT
+    assert info.value.kind == samples.CONNECT
 
 
 def test_server_timing_is_read() -> None:
@@ -163,9 +165,9 @@ def test_server_timing_is_read() -> None:
              b"Content-Length: 0\r\n\r\n")
     with RawServer(respond_forever(reply)) as server:
         response = hc.Connection("127.0.0.1", server.port).request(raw_get(server.port), 2.0)
-    assert hc.parse_server_timing(response.server_timing) == (1.5, 0.25, 2.0)
-    assert hc.parse_server_timing(b"infer;dur=3") == (0.0, 3.0, None)
-    assert hc.parse_server_timing(b"cache;desc=hit") is None
+    assert parse_server_timing(response.server_timing) == (1.5, 0.25, 2.0)
+    assert parse_server_timing(b"infer;dur=3") == (0.0, 3.0, None)
+    assert parse_server_timing(b"cache;desc=hit") is None
 
 
 def test_request_bytes_are_well_formed() -> None:

@@ -69,7 +69,7 @@ def test_distributed_workers_deliver_their_rows_through_the_master(tmp_path: Pat
     assert result.returncode == 0, result.stderr + result.stdout
     files = sorted(p.name for p in out.glob("samples-*.csv"))
     assert files == ["samples-0.csv", "samples-1.csv"]
-    from harness.analysis.stats import load_samples
+    from harness.results.samples import read_samples as load_samples
 
     df = load_samples(out)
     assert set(df["gen"]) == {0, 1}

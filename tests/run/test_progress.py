@@ -5,12 +5,12 @@ import io
 import time
 
 from harness.scenario.plan import LoadPlan
+from harness.engines.base import ProgressMessage
 from harness.run.progress import RECENT_LATENCIES, Progress
 
 
-def reports(n: int, per_report: int = 4096) -> list[tuple[str, int, dict]]:
-    return [("progress", i % 2, {"sent": i * per_report, "errors": 0, "latencies": [0.001] * per_report})
-            for i in range(n)]
+def reports(n: int, per_report: int = 4096) -> list[ProgressMessage]:
+    return [ProgressMessage(i % 2, i * per_report, 0, [0.001] * per_report) for i in range(n)]
 
 
 def test_latencies_kept_for_the_line_are_bounded() -> None:

@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.engines import http_client as hc
+from harness.results import samples
 from harness.errors import EXIT_BAD_INPUT, UserError
-from harness.scenario.payload import request_bytes
+from harness.engines.http_client import request_bytes
 from harness.scenario.schema import validate
 from tests.support import SCENARIOS
 from tests.support.rawserver import read_request
@@ -102,7 +103,7 @@ def test_client_classifies_arbitrary_response_bytes(reply: bytes, close_after: b
             request_bytes("POST", "127.0.0.1", port, "/predict", b"{}", {}), 0.2)
         assert 100 <= response.status <= 599 and response.body_bytes >= 0
     except hc.RequestFailed as exc:
-        assert exc.kind in {hc.TIMEOUT, hc.CONNECT, hc.RESET, hc.CLOSED, hc.PROTOCOL, hc.TOO_LARGE}
+        assert exc.kind in {samples.TIMEOUT, samples.CONNECT, samples.RESET, samples.CLOSED, samples.PROTOCOL, samples.TOO_LARGE}
     finally:
         thread.join(timeout=3)
         listener.close()

@@ -9,6 +9,8 @@ import pandas as pd
 import yaml
 
 from harness.results import summary as summary_mod
+from harness.analysis import summarize
+from harness.results.summary import RunResult, Summary
 from harness.scenario.plan import LoadPlan
 from harness.scenario.schema import Scenario
 
@@ -31,7 +33,7 @@ def fake_run(path: Path, *, latency_ms: float = 20.0, rps: float = 100.0, second
             "generator_processes": 1, "target": {"url": "http://127.0.0.1:1", "bundled": True,
                                                  "endpoint": "/predict", "server": None, "server_settings": server}}
     plan = LoadPlan.from_stages("closed", [(float(seconds), 4.0)], warmup=2.0)
-    summary = summary_mod.build(path, meta=meta, plan=plan, thresholds=[], max_in_flight=256,
+    summary = summarize.build(path, meta=meta, plan=plan, thresholds=[], max_in_flight=256,
                                 stopped_at=seconds, interrupted=False, reasons=[] if valid else ["generator saturated"])
     summary_mod.write(path, summary)
     stages = [{"duration": float(seconds), "target": 4.0}]
@@ -62,13 +64,15 @@ class FakeTarget:
     def __init__(self, capacity: float, invalid: tuple[float, ...] = (), flaky: float | None = None) -> None:
         self.capacity, self.invalid, self.flaky, self.rates = capacity, invalid, flaky, []
 
-    def __call__(self, scenario: Scenario, path: Path, run_dir: Path) -> dict[str, Any]:
+    def __call__(self, scenario: Scenario, path: Path, run_dir: Path) -> RunResult:
         rate = scenario.load.stages[-1].target
         assert scenario.load.model == "open" and scenario.thresholds == ["p99_ms < 200", "error_rate < 0.001"]
         self.rates.append(rate)
         passed = rate <= self.capacity and not (rate == self.flaky and self.rates.count(rate) > 1)
         p99 = 60.0 if passed else 900.0
-        return {"valid": rate not in self.invalid, "passed": passed, "ok_rps": rate, "error_rate": 0.0,
-                "latency_ms": {"p50": p99 / 3, "p95": p99 / 1.5, "p99": p99},
-                "thresholds": [{"expression": "p99_ms < 200", "passed": passed}],
-                "invalid_reasons": ["generator saturated"] if rate in self.invalid else []}
+        summary = Summary(valid=rate not in self.invalid, passed=passed, ok_rps=rate, error_rate=0.0,
+                          latency_ms={"p50": p99 / 3, "p95": p99 / 1.5, "p99": p99},
+                          thresholds=[{"expression": "p99_ms < 200", "passed": passed}],
+                          invalid_reasons=["generator saturated"] if rate in self.invalid else [],
+                          interrupted=False)
+        return RunResult(0 if passed else 1, summary)

@@ -12,7 +12,7 @@ import pytest
 
 from harness.errors import UserError
 from harness.workflows import gate
-from harness.workflows.repeats import expand_repeats
+from harness.results.layout import expand_repeats
 from tests.support import ROOT
 from tests.support.cli import assert_all_gone, harness
 from tests.support.fake_runs import fake_run

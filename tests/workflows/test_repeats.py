@@ -6,13 +6,17 @@ from pathlib import Path
 
 import pytest
 
+from harness.results import layout
+from harness.results.layout import expand_repeats
+from harness.results.summary import RunResult, Summary
 from harness.workflows import repeats
 from harness.errors import EXIT_INTERRUPTED, TargetUnusable
 
 
-def result(rps: float, *, partial: bool = False, exit_code: int = 0, interrupted: bool = False) -> dict:
-    return {"requests": 100, "rps": rps, "latency_ms": {"p50": 1.0, "p95": 2.0, "p99": 3.0}, "error_rate": 0.0,
-            "valid": True, "partial": partial, "exit_code": exit_code, "interrupted": interrupted}
+def result(rps: float, *, partial: bool = False, exit_code: int = 0, interrupted: bool = False) -> RunResult:
+    summary = Summary(requests=100, rps=rps, latency_ms={"p50": 1.0, "p95": 2.0, "p99": 3.0}, error_rate=0.0,
+                      valid=True, partial=partial, exit_code=exit_code, interrupted=interrupted)
+    return RunResult(EXIT_INTERRUPTED if interrupted else exit_code, summary)
 
 
 def test_spread_covers_complete_repeats_only() -> None:
@@ -34,7 +38,7 @@ def test_worst_exit_code_wins() -> None:
 def test_an_interrupted_repeat_stops_the_rest(tmp_path: Path) -> None:
     calls = []
 
-    def execute(folder: Path) -> dict:
+    def execute(folder: Path) -> RunResult:
         calls.append(folder.name)
         return result(100, partial=True, interrupted=True) if len(calls) == 2 else result(100)
 
@@ -43,14 +47,14 @@ def test_an_interrupted_repeat_stops_the_rest(tmp_path: Path) -> None:
 
 
 def test_repeats_json_is_written_when_a_repeat_fails(tmp_path: Path) -> None:
-    def execute(folder: Path) -> dict:
+    def execute(folder: Path) -> RunResult:
         if folder.name == "repeat-2":
             raise TargetUnusable("the bundled server did not start")
         return result(100)
 
     with pytest.raises(TargetUnusable):
         repeats.run_repeats(3, tmp_path, execute, lambda text: None)
-    doc = json.loads((tmp_path / repeats.REPEATS_FILE).read_text())
+    doc = json.loads((tmp_path / layout.REPEATS).read_text())
     assert doc["completed"] == 1 and doc["repeats"][0]["folder"] == "repeat-1"
 
 
@@ -59,6 +63,6 @@ def test_expand_repeats_skips_incomplete_folders_and_says_so(tmp_path: Path, cap
         (tmp_path / f"repeat-{k}").mkdir()
     for k in (1, 10):
         (tmp_path / f"repeat-{k}" / "summary.json").write_text("{}")
-    assert [p.name for p in repeats.expand_repeats([tmp_path])] == ["repeat-1", "repeat-10"]
+    assert [p.name for p in expand_repeats([tmp_path])] == ["repeat-1", "repeat-10"]
     err = capsys.readouterr().err
     assert "skipping" in err and "repeat-2" in err

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from harness.results.summary import RunResult
 from harness.workflows import sweep
 from harness.errors import UserError
 from harness.scenario.schema import Scenario, load_scenario
@@ -106,7 +107,7 @@ def test_with_capacity_configured_the_sweep_ranks_by_capacity(tmp_path: Path) ->
     def measure(scenario: Scenario, one_path: Path, folder: Path) -> dict[str, Any]:
         fake = FakeTarget(25.0 * scenario.target.server.threads)
 
-        def target(probe: Scenario, probe_path: Path, run_dir: Path) -> dict[str, Any]:
+        def target(probe: Scenario, probe_path: Path, run_dir: Path) -> RunResult:
             run_dir.rmdir()
             fake_run(run_dir, rps=probe.load.stages[-1].target, server=probe.target.server.model_dump())
             return fake(probe, probe_path, run_dir)

@@ -3,9 +3,10 @@ complete lines appended since the last call and summarise them like a generator'
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from harness.results.samples import NOT_SENT
+from harness.engines.base import ProgressMessage
+from harness.results import layout
+from harness.results.samples import progress_fields
 
 
 class SampleTail:
@@ -15,24 +16,24 @@ class SampleTail:
         self.sent: dict[int, int] = {}
         self.errors: dict[int, int] = {}
 
-    def progress(self) -> list[tuple[str, int, dict[str, Any]]]:
+    def progress(self) -> list[ProgressMessage]:
         out = []
-        for path in sorted(self.run_dir.glob("samples-*.csv")):
-            gen = int(path.stem.split("-")[1])
+        for path in layout.sample_files(self.run_dir):
+            if path.suffix != ".csv":
+                continue
+            gen = layout.generator_of(path)
             latencies: list[float] = []
             for line in self._new_lines(path):
-                fields = line.split(",")
-                if len(fields) < 5 or fields[0] == "intended" or fields[4] == NOT_SENT:
+                fields = progress_fields(line)
+                if fields is None:
                     continue
+                error, latency = fields
                 self.sent[gen] = self.sent.get(gen, 0) + 1
-                if fields[4]:
+                if error:
                     self.errors[gen] = self.errors.get(gen, 0) + 1
-                try:
-                    latencies.append(float(fields[2]) - float(fields[0]))
-                except ValueError:
-                    continue
-            out.append(("progress", gen, {"sent": self.sent.get(gen, 0), "errors": self.errors.get(gen, 0),
-                                          "latencies": latencies}))
+                if latency is not None:
+                    latencies.append(latency)
+            out.append(ProgressMessage(gen, self.sent.get(gen, 0), self.errors.get(gen, 0), latencies))
         return out
 
     def _new_lines(self, path: Path) -> list[str]:

@@ -1,0 +1,46 @@
+"""Tables printed on the terminal: a run's summary."""
+from __future__ import annotations
+
+from typing import Any
+
+from harness.results.summary import Summary
+
+
+def summary_table(summary: Summary) -> str:
+    """The human summary printed at the end of a run."""
+    lat = summary["latency_ms"]
+
+    def ms(v: Any) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    lines = [
+        f"{summary['name']}: {summary['requests']} requests in {summary['measured_s']:.1f} s measured "
+        f"({summary['load_model']} model, {summary['engine']} engine)",
+        f"  throughput  {summary['rps'] or 0:.1f} req/s   errors {summary['errors']} "
+        f"({summary['error_rate']:.2%})" + (f"  {summary['errors_by_kind']}" if summary["errors"] else ""),
+        f"  latency ms  p50 {ms(lat['p50'])}  p90 {ms(lat['p90'])}  p95 {ms(lat['p95'])}  "
+        f"p99 {ms(lat['p99'])}  p99.9 {ms(lat['p999'])}  max {ms(lat['max'])}",
+    ]
+    if summary["stages"]:
+        lines.append("  stages:")
+        for st in summary["stages"]:
+            lines.append(f"    [{st['index']}] {st['description']:<34} {st['rps'] or 0:>9.1f} req/s  "
+                         f"p95 {ms(st['latency_ms']['p95']):>8} ms  errors {st['errors']}")
+    srv, gen = summary["server"], summary["generator"]
+    if srv["cpu_percent_mean"] is not None:
+        lines.append(f"  server      cpu {srv['cpu_percent_mean']:.0f}% (mean, all processes)  "
+                     f"rss {srv['rss_mb_max']:.0f} MB (peak)")
+    if gen["cpu_percent_mean"] is not None:
+        lines.append(f"  generator   cpu {gen['cpu_percent_mean']:.0f}% (mean)")
+    for t in summary["thresholds"]:
+        observed = "-" if t["observed"] is None else f"{t['observed']:g}"
+        lines.append(f"  threshold   {t['expression']:<24} observed {observed:<10} "
+                     f"{'PASS' if t['passed'] else 'FAIL'}")
+    lines.append(f"  valid       {'yes' if summary['valid'] else 'NO'}")
+    for reason in summary["invalid_reasons"]:
+        lines.append(f"    - {reason}")
+    for note in summary["notes"]:
+        lines.append(f"    note: {note}")
+    if summary["partial"]:
+        lines.append("  PARTIAL run (stopped early): figures cover what ran")
+    return "\n".join(lines)

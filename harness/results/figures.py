@@ -1,0 +1,81 @@
+"""The figure vocabulary: every number a user can threshold, rank, gate, compare or repeat.
+
+Each figure is named once here with where it lives in summary.json, how it is labelled, its
+unit, which direction is better, and the per-window column (analysis.windows) that carries the
+same measure second by second. Thresholds (`p95_ms < 200`), the regression gate, sweep ranking
+(`rank_by`), repeats, the comparison page and capacity probes all read figures through this
+module, so a new figure is one entry here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
+
+Better = Literal["higher", "lower"]
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str  # as written in thresholds, rank_by and comparison CSV columns
+    path: str | None  # dotted path in summary.json; None: derived by the run analysis (RunAnalysis)
+    label: str  # long label for pages and tables
+    short: str  # column header for narrow console tables
+    unit: str
+    better: Better | None  # None: a count or context figure with no better direction
+    window: str | None = None  # the analysis.windows column with the same measure per window
+    statistic: Literal["median", "mean"] = "median"  # how the gate summarises per-window values
+
+
+def _latency(name: str, key: str, label: str, window: bool = True) -> Figure:
+    return Figure(name, f"latency_ms.{key}", f"{label} latency (ms)", f"{label} ms", "ms", "lower",
+                  name if window else None)
+
+
+FIGURES: dict[str, Figure] = {f.name: f for f in [
+    Figure("ok_rps", "ok_rps", "successful req/s", "ok req/s", "req/s", "higher", "ok_rps", "mean"),
+    Figure("rps", "rps", "req/s (sent)", "req/s", "req/s", "higher", "rps", "mean"),
+    _latency("p50_ms", "p50", "p50"),
+    _latency("p90_ms", "p90", "p90"),
+    _latency("p95_ms", "p95", "p95"),
+    _latency("p99_ms", "p99", "p99"),
+    _latency("p999_ms", "p999", "p99.9", window=False),
+    _latency("max_ms", "max", "max"),
+    _latency("mean_ms", "mean", "mean"),
+    Figure("error_rate", "error_rate", "error rate", "error rate", "", "lower"),
+    Figure("requests", "requests", "requests measured", "requests", "", None),
+    Figure("errors", "errors", "errors", "errors", "", "lower"),
+    Figure("server_cpu_percent", "server.cpu_percent_mean", "server CPU % (mean)", "server cpu %", "%", None),
+    Figure("generator_cpu_percent", "generator.cpu_percent_mean", "generator CPU % (mean)", "gen cpu %", "%",
+           None),
+    Figure("system_cpu_percent", "system_cpu_percent_mean", "system CPU % (mean, all cores)", "system cpu %",
+           "%", None),
+    Figure("req_per_cpu_s", None, "requests per server CPU-second", "req/cpu-s", "", "higher"),
+    Figure("saturation_rps", None, "saturation req/s", "saturation", "req/s", "higher"),
+]}
+
+# figures a threshold or rank_by may name: those stored in summary.json
+IN_SUMMARY = tuple(name for name, f in FIGURES.items() if f.path is not None)
+RANKABLE = tuple(name for name in IN_SUMMARY if FIGURES[name].better is not None)
+
+
+def lookup(doc: Mapping[str, Any], dotted: str) -> Any:
+    """The value at a dotted path of a nested mapping (None when any part is missing)."""
+    value: Any = doc
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def value(summary: Mapping[str, Any], name: str) -> float | None:
+    """A figure's value in a summary (None when the summary lacks it)."""
+    path = FIGURES[name].path
+    found = lookup(summary, path) if path is not None else None
+    return found if isinstance(found, (int, float)) and not isinstance(found, bool) else None
+
+
+def is_better(name: str, a: float, b: float) -> bool:
+    """a is strictly better than b on this figure (False for figures without a direction)."""
+    better = FIGURES[name].better
+    return (a > b) if better == "higher" else (a < b) if better == "lower" else False
