@@ -2,21 +2,18 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import psutil
 import pytest
 
-from tests.support import ROOT, SMOKE
-from tests.support.cli import assert_all_gone, harness
-from tests.support.rawserver import RawServer, respond_forever
+from tests.support import SMOKE
+from tests.support.cli import HarnessProcess, assert_all_gone, complete_rows, harness, started_pids, wait_until
+from tests.support.rawserver import OK_JSON, RawServer, dead_port, read_request, respond_forever
 
 pytestmark = pytest.mark.e2e
 
@@ -67,27 +64,22 @@ def test_bad_scenario_exits_2_without_traceback(tmp_path: Path) -> None:
 
 
 def test_unreachable_url_exits_3_fast(tmp_path: Path) -> None:
-    sock = socket.socket()  # a port nobody listens on
-
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    started = time.monotonic()
-    result = harness("run", str(SMOKE), "--url", f"http://127.0.0.1:{port}", "--out", str(tmp_path / "r"))
+    """Nothing listens: exit 3 at the reachability check, before any load or run metadata."""
+    out = tmp_path / "r"
+    result = harness("run", str(SMOKE), "--url", f"http://127.0.0.1:{dead_port()}", "--out", str(out))
     assert result.returncode == 3, result.stderr
     assert "cannot connect to http://127.0.0.1" in result.stderr and "Traceback" not in result.stderr
-    assert time.monotonic() - started < 30
+    assert not (out / "run.json").exists() and not list(out.glob("samples-*.csv"))  # stopped before the load
 
 
 def test_external_url_open_model_accounts_for_every_request(tmp_path: Path) -> None:
-    reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
     scenario = tmp_path / "open.yaml"
     scenario.write_text(
         "# Open model against an external endpoint\nname: open-ext\n"
         "target: {endpoint: /anything}\n"
         "load: {model: open, arrival: poisson, seed: 5, start: 200, stages: [{duration: 3s, target: 200}], warmup: 0s}\n")
-    with RawServer(respond_forever(reply)) as server:
-        out = tmp_path / "run"
+    out = tmp_path / "run"
+    with RawServer(respond_forever(OK_JSON)) as server:
         result = harness("run", str(scenario), "--url", f"http://127.0.0.1:{server.port}", "--out", str(out))
     assert result.returncode == 0, result.stderr + result.stdout
     summary = json.loads((out / "summary.json").read_text())
@@ -95,76 +87,106 @@ def test_external_url_open_model_accounts_for_every_request(tmp_path: Path) -> N
     assert summary["accounting"]["completed"] == planned == summary["requests"]
     assert 450 < planned < 750  # Poisson around 600
     assert summary["target"]["bundled"] is False and summary["arrival"] == "poisson"
-
-
-def test_ctrl_c_keeps_samples_writes_partial_summary_and_exits_130(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(SMOKE), "--out", str(out),
-                             "--set", "load.stages[1].duration=60s", "--set", "load.warmup=0s"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            samples = out / "samples-0.csv"
-            if samples.exists() and samples.stat().st_size > 20_000:
-                break
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, stderr
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["interrupted"] and summary["partial"] and summary["requests"] > 0
-    assert summary["duration_s"] < 60
-    assert "PARTIAL" in stdout
     assert_all_gone(out)
 
 
-def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path) -> None:
+def long_smoke(out: Path, *extra: str) -> HarnessProcess:
+    """The smoke scenario with a 60 s steady stage: long enough to be interrupted mid-load."""
+    return HarnessProcess("run", str(SMOKE), "--out", str(out), "--set", "load.stages[1].duration=60s",
+                          "--set", "load.warmup=0s", *extra)
+
+
+def wait_for_load(proc: HarnessProcess, out: Path, rows: int = 50) -> None:
+    """Until the run has flushed `rows` whole sample rows and recorded its processes."""
+    wait_until(lambda: complete_rows(out / "samples-0.csv") >= rows and started_pids(out), 90,
+               f"{rows} sample rows on disk", proc=proc)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_keeps_samples_writes_partial_summary_and_exits_130(tmp_path: Path, sig: int) -> None:
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(SMOKE), "--out", str(out), "--quiet",
-                             "--set", "load.stages[1].duration=60s"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (out / "samples-0.csv").exists():
-            time.sleep(0.2)
-        time.sleep(1.5)
-        proc.terminate()
-        proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130
-    assert json.loads((out / "summary.json").read_text())["interrupted"]
+    with long_smoke(out) as proc:
+        wait_for_load(proc, out)
+        proc.send_signal(sig)
+        assert proc.wait(60) == 130, proc.output_tail()
+        stdout = proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] and summary["partial"] and summary["requests"] > 0
+    assert summary["duration_s"] < 60  # stopped, not run to its planned end
+    assert "PARTIAL" in stdout
+    assert (out / "report.html").exists()
+    assert_all_gone(out)
+
+
+def test_ctrl_c_before_the_load_starts_cleans_up_and_exits_130(tmp_path: Path) -> None:
+    """SIGINT while the bundled server is still starting: nothing was measured, no summary, the
+    half-started server is stopped, exit 130."""
+    out = tmp_path / "run"
+    with long_smoke(out) as proc:
+        def server_starting() -> list[psutil.Process]:
+            if (out / "run.json").exists():
+                raise AssertionError("the load began before the test could interrupt the start-up")
+            return [p for p in proc.descendants() if "target_server" in " ".join(p.cmdline())]
+
+        server = wait_until(server_starting, 60, "the bundled server process", proc=proc, poll=0.01)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 130, proc.output_tail()
+        stderr = proc.stderr
+    assert "interrupted before the load started" in stderr and "Traceback" not in stderr
+    assert not (out / "run.json").exists() and not (out / "summary.json").exists()
+    assert not list(out.glob("samples-*.csv"))
+    gone, alive = psutil.wait_procs(server, timeout=15)
+    assert not alive, f"the half-started server outlived the harness: {alive}"
+
+
+def test_in_flight_requests_finish_on_ctrl_c(tmp_path: Path) -> None:
+    """Requests in flight at Ctrl-C are answered (1 s after they arrived) and recorded as successes:
+    the load stops, but what was sent is not cut off. The target runs in this process, so its
+    receipt times and the signal's share one clock."""
+    received: list[float] = []
+
+    def slow(sock: socket.socket) -> None:
+        while raw := read_request(sock):
+            if raw.split(b" ", 2)[1] == b"/x":  # the load, not the /metrics scraper's probe
+                received.append(time.monotonic())
+            time.sleep(1.0)  # well inside the 5 s request timeout
+            sock.sendall(OK_JSON)
+
+    path = tmp_path / "slow.yaml"
+    path.write_text("# slow external target\nname: slow\ntarget: {endpoint: /x, timeout: 5s}\n"
+                    "load: {model: closed, start: 3, warmup: 0s, stages: [{duration: 60s, target: 3}]}\n")
+    out = tmp_path / "run"
+    with RawServer(slow) as server:
+        with HarnessProcess("run", str(path), "--url", f"http://127.0.0.1:{server.port}", "--out", str(out),
+                            "--quiet") as proc:
+            wait_for_load(proc, out, rows=3)
+            signalled = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(60) == 130, proc.output_tail()
+    in_flight = [r for r in received if signalled - 1.0 < r <= signalled]
+    assert in_flight, "no request was in flight at the signal"
+    df = pd.read_csv(out / "samples-0.csv")
+    assert len(df) == len(received), (len(df), len(received))  # each request the target saw has its row
+    assert (df["status"] == 200).all() and df["error"].isna().all(), df.tail(6)
+    assert json.loads((out / "summary.json").read_text())["errors"] == 0
     assert_all_gone(out)
 
 
 def test_harness_killed_leaves_intact_samples_a_report_and_no_server(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(SMOKE), "--out", str(out), "--quiet",
-                             "--set", "load.stages[1].duration=60s"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (out / "resources.csv").exists():
-            time.sleep(0.2)
-        time.sleep(1.0)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    with long_smoke(out, "--quiet") as proc:
+        wait_until(lambda: complete_rows(out / "samples-0.csv") >= 50 and
+                   {"server", "server_worker", "generator"} <= roles_recorded(out), 90,
+                   "rows and every process role recorded", proc=proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
     assert_all_gone(out, within=15)
     lines = (out / "samples-0.csv").read_text().splitlines(keepends=True)
     assert len(lines) > 1 and lines[-1].endswith("\n")  # intact up to the last complete row
     assert len({line.count(",") for line in lines}) == 1  # no torn line anywhere
     assert not (out / "summary.json").exists()
 
-    report = subprocess.run([sys.executable, "-m", "harness", "report", str(out)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+    report = harness("report", str(out))
     assert report.returncode == 0, report.stderr
     assert "rebuilt" in report.stderr
     summary = json.loads((out / "summary.json").read_text())
@@ -172,3 +194,11 @@ def test_harness_killed_leaves_intact_samples_a_report_and_no_server(tmp_path: P
     assert any("rebuilt from the samples" in n for n in summary["notes"])
     assert summary["environment"] == json.loads((out / "run.json").read_text())["environment"]
     assert "PARTIAL" in (out / "report.html").read_text().upper()
+
+
+def roles_recorded(run_dir: Path) -> set[str]:
+    try:
+        lines = (run_dir / "resources.csv").read_text().splitlines()[1:]
+    except FileNotFoundError:
+        return set()
+    return {line.split(",")[1] for line in lines if line.count(",") >= 2}

@@ -34,6 +34,7 @@ class RawServer:
     def __init__(self, handler: Handler) -> None:
         outer = self
         self.connections = 0
+        self.stopped = False
         self.open_sockets: set[socket.socket] = set()
 
         class _Handler(socketserver.BaseRequestHandler):
@@ -47,8 +48,11 @@ class RawServer:
                 finally:
                     outer.open_sockets.discard(self.request)
 
-        socketserver.ThreadingTCPServer.allow_reuse_address = True
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Handler)
+        class _Server(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True
+            request_queue_size = 128  # the default backlog of 5 drops SYNs when many clients connect at once
+
+        self.server = _Server(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -59,8 +63,16 @@ class RawServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        """Stop accepting and drop every open connection, like a server process that died."""
-        self.server.shutdown()
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop accepting and drop every open connection, like a server process that died (idempotent:
+        a test may kill the server mid-run inside its `with` block)."""
+        if self.stopped:
+            return
+        self.stopped = True
+        if self.thread.is_alive():
+            self.server.shutdown()
         self.server.server_close()
         for sock in list(self.open_sockets):
             try:
@@ -75,3 +87,31 @@ def respond_forever(response: bytes) -> Handler:
         while read_request(sock):
             sock.sendall(response)
     return handle
+
+
+def dead_port() -> int:
+    """A kernel-chosen port nobody listens on: bound, then closed (connecting to it is refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class HeldPort:
+    """A kernel-chosen (or given) port held by a listening socket that never accepts; `taken` is
+    False when the given port was already someone else's (it is taken either way)."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.sock = socket.socket()
+        self.taken = True
+        try:
+            self.sock.bind(("127.0.0.1", port))
+            self.sock.listen()
+        except OSError:
+            self.taken = False  # already in use by another process: still not free for the program
+        self.port = int(self.sock.getsockname()[1]) if self.taken else port
+
+    def __enter__(self) -> "HeldPort":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
