@@ -79,10 +79,14 @@ class LocustProcesses:
         return log_tail(self.run_dir / layout.LOCUST_LOG, 12)
 
     def stop(self) -> None:
-        """SIGTERM the master: Locust stops the users, writes its CSV/HTML and tells workers to quit."""
+        """SIGINT the master: Locust stops the users, writes its CSV/HTML and tells workers to quit.
+
+        Not SIGTERM: headless Locust installs its SIGTERM handler only after a LoadTestShape run
+        ends, so during one SIGTERM kills the master outright (no quitting event, no status file,
+        workers never told and left sending load until `close` kills them)."""
         if self.master_alive():
             assert self.master is not None
-            self.master.send_signal(signal.SIGTERM)
+            self.master.send_signal(signal.SIGINT)
 
     def close(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
