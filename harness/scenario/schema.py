@@ -284,9 +284,8 @@ class Sweep(Strict):
                                          description="target.server key -> list of "
                                                      "values; every combination runs")
     rank_by: Literal[figures.RANKABLE] = Field("ok_rps",  # type: ignore[valid-type]
-                                               description="ok_rps, rps (higher is better) or p50_ms, "
-                                                           "p95_ms, p99_ms (lower is better); by "
-                                                           "capacity when the scenario has a capacity block")
+                                               description="the figure to rank by, best first in its better "
+                                                           "direction; by capacity with a capacity block")
 
     @field_validator("server")
     @classmethod
