@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,7 +157,7 @@ class ServerConfig:
         return " ".join(parts)
 
     @classmethod
-    def from_mapping(cls, values: dict[str, Any]) -> "ServerConfig":
+    def from_mapping(cls, values: dict[str, Any]) -> ServerConfig:
         """Build from a dict, refusing names that are not settings (typos must not pass silently)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
@@ -165,12 +166,12 @@ class ServerConfig:
         return cls(**values)
 
 
-def env_defaults(environ: dict[str, str] | None = None) -> dict[str, Any]:
+def env_defaults(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Settings given as TARGET_SERVER_<NAME> environment variables, converted to the knobs' types."""
-    environ = os.environ if environ is None else environ
+    source: Mapping[str, str] = os.environ if environ is None else environ
     out: dict[str, Any] = {}
     for k in ServerConfig.knobs():
-        raw = environ.get(ENV_PREFIX + k.name.upper())
+        raw = source.get(ENV_PREFIX + k.name.upper())
         if raw is not None:
             out[k.name] = _convert(k, raw)
     return out

@@ -7,8 +7,8 @@ device, so the launcher can check a weights file in the master without running a
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch

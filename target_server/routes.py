@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import orjson
@@ -32,7 +32,7 @@ PREDICT_PATH = "/predict"
 V2_PREFIX, V2_SUFFIX = "/v2/models/", "/infer"
 
 StartResponse = Callable[..., object]
-WSGIApp = Callable[[dict, StartResponse], Iterable[bytes]]
+WSGIApp = Callable[..., Iterable[bytes]]  # (environ, start_response) -> body
 Headers = list[tuple[str, str]]
 
 

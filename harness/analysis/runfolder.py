@@ -9,16 +9,16 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis import stats as analysis
-from harness.analysis.windows import little_check, windows
-from harness.results.samples import read_samples
-from harness.results.resources import SERVER_ROLES
-from harness.results.resources import read_resources
-from harness.results import summary as summary_mod
 from harness.analysis import trends
+from harness.analysis.windows import little_check, windows
 from harness.errors import UserError
+from harness.results import summary as summary_mod
 from harness.results.meta import read_plan
-from harness.scenario.plan import LoadPlan
 from harness.results.metrics import read_metrics
+from harness.results.resources import SERVER_ROLES, read_resources
+from harness.results.samples import read_samples
+from harness.results.summary import Summary
+from harness.scenario.plan import LoadPlan
 
 SOAK_CHUNKS = 20
 
@@ -28,7 +28,7 @@ class RunAnalysis:
     """Everything the pages show about one run; the raw samples are not kept (memory)."""
 
     run_dir: Path
-    summary: dict[str, Any]
+    summary: Summary
     plan: LoadPlan | None
     win: pd.DataFrame  # per-second windows over the whole run, with server/generator CPU-seconds
     resources: pd.DataFrame
@@ -58,7 +58,7 @@ class RunAnalysis:
         return "users" if self.summary["load_model"] == "closed" else "req/s"
 
 
-def settings(summary: dict[str, Any]) -> dict[str, Any]:
+def settings(summary: Summary) -> dict[str, Any]:
     """The settings that tell runs apart: server knobs, engine, load model, generator processes."""
     server = (summary.get("target") or {}).get("server_settings") or {}
     out: dict[str, Any] = dict(server)

@@ -10,13 +10,13 @@ Every function is pure: DataFrames and arrays in, DataFrames and dicts out.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from harness.results.samples import NOT_SENT, TIMEOUT
-
 
 PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99, "p999": 99.9}
 def latency_stats(latency_ms: np.ndarray) -> dict[str, float | None]:

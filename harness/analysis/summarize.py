@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -74,7 +74,7 @@ def build(run_dir: Path, *, meta: dict[str, Any], plan: LoadPlan, thresholds: li
     if headline["requests"] == 0:
         verdict.reasons.append("no request was sent in the measured window")
 
-    summary: Summary = {
+    doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         **meta,
         "duration_s": round(until, 3),
@@ -92,6 +92,7 @@ def build(run_dir: Path, *, meta: dict[str, Any], plan: LoadPlan, thresholds: li
         "interrupted": interrupted,
         "environment": environment(),
     }
+    summary = cast(Summary, doc)  # every key built above is one of Summary's
     results = [t.evaluate(summary) for t in thresholds]
     summary["thresholds"] = results
     summary["passed"] = all(r["passed"] for r in results)

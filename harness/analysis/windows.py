@@ -6,14 +6,14 @@ Also Little's law (L = lambda x W) checked per window, the run's own consistency
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from harness.results.samples import NOT_SENT
 from harness.scenario.plan import LoadPlan
-
 
 WINDOW_QUANTILES = {"p50_ms": 0.50, "p90_ms": 0.90, "p95_ms": 0.95, "p99_ms": 0.99, "max_ms": 1.0}
 LITTLE_TOLERANCE = 0.10  # |in flight / (throughput x latency) - 1| allowed per window

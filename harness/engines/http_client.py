@@ -19,7 +19,7 @@ from __future__ import annotations
 import socket
 import struct
 import time
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from harness.results.samples import CLOSED, CONNECT, PROTOCOL, RESET, TIMEOUT, TOO_LARGE
 
@@ -109,14 +109,14 @@ class Connection:
             else:  # a blocking connect bounded by SO_SNDTIMEO: no poll(), no ioctl()
                 family, type_, proto, sockaddr = self._address
                 # the C socket type: the same calls without socket.socket's Python-level layer
-                sock = socket.SocketType(family, type_, proto)
+                sock = cast(socket.socket, socket.SocketType(family, type_, proto))  # same calls used
                 try:
                     self._arm(sock, remaining)
                     sock.connect(sockaddr)
                 except BaseException:
                     sock.close()
                     raise
-        except (socket.timeout, BlockingIOError):  # BlockingIOError: EINPROGRESS when SO_SNDTIMEO expired
+        except (TimeoutError, BlockingIOError):  # BlockingIOError: EINPROGRESS when SO_SNDTIMEO expired
             raise RequestFailed(TIMEOUT, "connect timed out") from None
         except OSError as exc:
             raise RequestFailed(CONNECT, exc.strerror or str(exc)) from None

@@ -16,8 +16,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.results import layout
-from harness.results.samples import (CLOSED, CONNECT, HTTP_ERROR, OK, PROTOCOL, RESET, TIMEOUT, Sample,
-                                     parse_server_timing)
+from harness.results.samples import (
+    CLOSED,
+    CONNECT,
+    HTTP_ERROR,
+    OK,
+    PROTOCOL,
+    RESET,
+    TIMEOUT,
+    Sample,
+    parse_server_timing,
+)
 from harness.scenario.plan import LoadPlan
 
 if TYPE_CHECKING:
@@ -44,7 +53,7 @@ class Bridge:
     run_dir: str | None = None
 
     @classmethod
-    def from_environment(cls) -> "Bridge":
+    def from_environment(cls) -> Bridge:
         path = os.environ.get(PLAN_ENV)
         if not path:
             return cls()

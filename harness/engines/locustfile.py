@@ -25,6 +25,7 @@ from harness.engines.locust_plan import PARENT_ENV, Bridge, Clock, response_row
 from harness.engines.web_auth import WEB_AUTH_ENV, parse_credentials, require_basic_auth
 from harness.results import layout
 from harness.results.samples import RelayedSamples, Sample, SampleWriter, format_row, not_sent, shifted
+from harness.scenario.plan import LoadPlan
 
 BRIDGE = Bridge.from_environment()
 PLAN = BRIDGE.load_plan()
@@ -53,7 +54,7 @@ def stage_at(t: float) -> int:
 
 def send(user: FastHttpUser, intended: float, i: int) -> None:
     start = CLOCK.now()
-    response = user.client.request(BRIDGE.method, BRIDGE.endpoint, data=BODIES[i % len(BODIES)],
+    response = user.client.request(BRIDGE.method, BRIDGE.endpoint, data=BODIES[i % len(BODIES)],  # type: ignore[arg-type]
                                    headers=BRIDGE.headers, name=BRIDGE.endpoint)
     end = CLOCK.now()
     record(response_row(intended, start, end, response, stage_at(intended), STATE["gen"]))
@@ -107,15 +108,17 @@ class ScheduledUser(PlanUser):
 
 
 if BRIDGE.mode in ("closed", "open") and PLAN is not None:
+    SHAPE_PLAN: LoadPlan = PLAN
+
     class PlanShape(LoadTestShape):
         """Follow the scenario's stages (closed: users; open: a fixed pool of in-flight slots)."""
 
         def tick(self) -> tuple[int, float] | None:
             t = self.get_run_time()
             if BRIDGE.mode == "closed":
-                return None if t >= PLAN.duration else (PLAN.users_at(t), SPAWN_RATE)
+                return None if t >= SHAPE_PLAN.duration else (SHAPE_PLAN.users_at(t), SPAWN_RATE)
             # open model: after the last arrival, let requests still in flight finish (bounded)
-            if t >= PLAN.duration and (open_requests_done() or t >= PLAN.duration + BRIDGE.timeout):
+            if t >= SHAPE_PLAN.duration and (open_requests_done() or t >= SHAPE_PLAN.duration + BRIDGE.timeout):
                 return None
             return BRIDGE.max_in_flight, SPAWN_RATE
 

@@ -19,10 +19,11 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from harness.engines.base import EngineContext, ProgressMessage, register
 from harness.engines.http_client import Connection, RequestFailed, request_bytes
@@ -221,7 +222,7 @@ class _Generator:
         spec, plan = self.spec, self.spec.plan
         if plan.model == "closed":
             users = [u for u in range(int(plan.peak + 1e-9)) if u % spec.parts == spec.gen]
-            jobs = [(self.closed_user, u) for u in users]
+            jobs: list[tuple[Callable[[int], None], int]] = [(self.closed_user, u) for u in users]
         else:
             self._arrivals = plan.arrivals(spec.gen, spec.parts)
             slots = max(1, spec.max_in_flight // spec.parts)

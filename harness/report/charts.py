@@ -5,11 +5,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
-from harness.analysis.windows import little_sides
-from harness.analysis import server_metrics
-from harness.analysis import trends
-from harness.report.plotting import STYLE, TIME_LABEL, headroom, log_if_wide, mark_stages, new_figure, plain_log, png
+from harness.analysis import server_metrics, trends
 from harness.analysis.runfolder import RunAnalysis
+from harness.analysis.windows import little_sides
+from harness.report.plotting import STYLE, TIME_LABEL, headroom, log_if_wide, mark_stages, new_figure, plain_log, png
 
 LAT = {"p50_ms": ("p50", "#0969da"), "p90_ms": ("p90", "#1a7f37"), "p95_ms": ("p95", "#bf8700"),
        "p99_ms": ("p99", "#cf222e"), "max_ms": ("max", "#8250df")}

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.report import compare_charts
-from harness.errors import UserError
-from harness.report.html import badge, esc, fmt, image, page, table
 from harness.analysis.runfolder import RunAnalysis, analyse_run, settings
+from harness.errors import UserError
+from harness.report import compare_charts
+from harness.report.html import badge, esc, fmt, image, page, table
 from harness.results import layout
 from harness.results.figures import FIGURES, Figure, value
 

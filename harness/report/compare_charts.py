@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.report.plotting import STYLE, TIME_LABEL, headroom, log_if_wide, new_figure, png
 from harness.analysis.runfolder import RunAnalysis
+from harness.report.plotting import STYLE, TIME_LABEL, headroom, log_if_wide, new_figure, png
 
 PALETTE = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#bf3989", "#1b7c83", "#6e7781"]
 

@@ -5,10 +5,12 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from harness.report import charts
-from harness.results import layout
-from harness.report.html import badge, esc, fmt, image, page, table, tiles
 from harness.analysis.runfolder import RunAnalysis, analyse_run
+from harness.report import charts
+from harness.report.html import badge, esc, fmt, image, page, table, tiles
+from harness.results import layout
+from harness.results.summary import Summary
+
 
 def write_report(run_dir: Path) -> Path:
     """Analyse the run folder and write its report.html; returns the path written."""
@@ -16,7 +18,7 @@ def write_report(run_dir: Path) -> Path:
     return layout.atomic_write(ra.run_dir / layout.REPORT, render(ra))
 
 
-def verdict_badges(s: dict[str, Any]) -> str:
+def verdict_badges(s: Summary) -> str:
     out = []
     if s["thresholds"]:
         out.append(badge("PASSED" if s["passed"] else "FAILED thresholds", "pass" if s["passed"] else "fail"))
@@ -80,7 +82,7 @@ def setup(ra: RunAnalysis) -> str:
             + '</div><div><h3>Environment</h3>' + table(None, env_rows, numeric_from=9) + "</div></div>")
 
 
-def stages_table(s: dict[str, Any]) -> str:
+def stages_table(s: Summary) -> str:
     rows = [(f"[{st['index']}] {st['description']}", f"{st['start_s']:g}-{st['end_s']:g} s", fmt(st["requests"]),
              fmt(st["rps"], 4), fmt(st["latency_ms"]["p50"]), fmt(st["latency_ms"]["p95"]),
              fmt(st["latency_ms"]["p99"]), fmt(st["latency_ms"]["max"]), f"{st['error_rate']:.2%}")
@@ -151,8 +153,7 @@ def little_section(ra: RunAnalysis) -> str:
             + image(charts.little_chart(ra), "Little's law check"))
 
 
-def soak_section(ra: RunAnalysis) -> str:
-    soak = ra.soak
+def soak_section(ra: RunAnalysis, soak: dict[str, Any]) -> str:
     kind = {"stable": "pass", "drifting": "warn", "leaking": "fail"}[soak["verdict"]]
     evidence = "".join(f"<li>{esc(e)}</li>" for e in soak["evidence"])
     return (f"<p>{badge(soak['verdict'].upper(), kind)}</p><ul class='tight'>{evidence}</ul>"
@@ -181,7 +182,7 @@ def render(ra: RunAnalysis) -> str:
                          + image(prometheus, "Prometheus metrics")))
     sections.append(("little", "Measurement check: Little's law", little_section(ra)))
     if ra.soak is not None:
-        sections.append(("soak", "Soak: drift and memory growth", soak_section(ra)))
+        sections.append(("soak", "Soak: drift and memory growth", soak_section(ra, ra.soak)))
     nav = "<nav>" + "".join(f'<a href="#{key}">{esc(title)}</a>' for key, title, _ in sections) + "</nav>"
     body = "".join(f'<h2 id="{key}">{esc(title)}</h2>{content}' for key, title, content in sections)
     generated = dt.datetime.now().isoformat(timespec="seconds")

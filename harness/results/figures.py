@@ -8,8 +8,9 @@ module, so a new figure is one entry here.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 Better = Literal["higher", "lower"]
 

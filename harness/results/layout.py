@@ -12,8 +12,9 @@ import json
 import os
 import re
 import sys
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any
 
 from harness.errors import UserError
 

@@ -8,6 +8,7 @@ gzip-compressed). This module imports nothing heavy at load time: the Locust pro
 """
 from __future__ import annotations
 
+import builtins
 import io
 import os
 import sys
@@ -49,7 +50,7 @@ class Sample(NamedTuple):
     gen: int  # generator process (or Locust worker)
     # The server's own Server-Timing split. On the request path the raw header value (bytes)
     # may stand in srv_queue_ms with the other two None: the writer thread parses it there.
-    srv_queue_ms: float | bytes | None = None
+    srv_queue_ms: float | builtins.bytes | None = None
     srv_infer_ms: float | None = None
     srv_total_ms: float | None = None
 
@@ -125,7 +126,7 @@ class SampleWriter:
         os.write(self._fd, HEADER.encode())
         self._rows: deque[Sample] = deque()
         # append(row) is deque.append itself: atomic, and no Python frame on the request path
-        self.append = self._rows.append
+        self.append = self._rows.append  # type: ignore[method-assign,assignment]
         self._interval = flush_interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sample-writer", daemon=True)
@@ -146,7 +147,7 @@ class SampleWriter:
         formatted (a bug) is reported and skipped; it never costs the rows around it."""
         rows = self._rows
         while rows:
-            lines = []
+            lines: list[str] = []
             while rows and len(lines) < FLUSH_CHUNK:
                 row = rows.popleft()
                 try:

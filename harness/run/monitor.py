@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import psutil
 
 from harness.results import resources
-
 
 
 class ResourceMonitor:

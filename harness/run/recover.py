@@ -11,7 +11,8 @@ from pathlib import Path
 
 from harness.analysis import summarize
 from harness.errors import UserError
-from harness.results import layout, meta, summary as summary_mod
+from harness.results import layout, meta
+from harness.results import summary as summary_mod
 from harness.results.samples import read_samples
 from harness.results.summary import Summary
 from harness.scenario.plan import plan_from_scenario

@@ -10,14 +10,16 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from harness.analysis import summarize
 from harness.engines.base import Engine, EngineContext, create
 from harness.errors import EXIT_INTERRUPTED
-from harness.results import layout, meta, summary as summary_mod
+from harness.results import layout, meta
+from harness.results import summary as summary_mod
 from harness.results.summary import RunResult
 from harness.run.monitor import ResourceMonitor, children_of
 from harness.run.progress import Progress

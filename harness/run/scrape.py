@@ -6,8 +6,8 @@ import http.client
 import io
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families

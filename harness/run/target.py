@@ -12,13 +12,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlsplit
 
-from harness.errors import TargetUnusable
 from harness.engines.http_client import Connection, RequestFailed, request_bytes
+from harness.errors import TargetUnusable
 from harness.processes import end_process_group
 from harness.results.layout import SERVER_LOG, log_tail
 from harness.scenario.schema import ServerSettings, Target, resolve

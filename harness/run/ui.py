@@ -14,18 +14,19 @@ from pathlib import Path
 from harness.analysis import summarize
 from harness.engines.locust_bridge import LocustProcesses
 from harness.engines.locust_plan import plan_document
+from harness.engines.ports import free_port, port_taken
+from harness.engines.web_auth import WEB_AUTH_ENV, parse_credentials
+from harness.errors import EXIT_INTERRUPTED, UserError
 from harness.report.console import summary_table
-from harness.results import layout, summary as summary_mod
+from harness.results import layout
+from harness.results import summary as summary_mod
 from harness.results.samples import read_samples
 from harness.results.summary import Summary
+from harness.run.runner import Interrupted, stop_signals
 from harness.run.target import SystemUnderTest
-from harness.errors import EXIT_INTERRUPTED, UserError
 from harness.scenario.payload import bodies
 from harness.scenario.plan import LoadPlan, plan_from_scenario
-from harness.engines.ports import free_port, port_taken
-from harness.run.runner import Interrupted, stop_signals
 from harness.scenario.schema import Scenario
-from harness.engines.web_auth import WEB_AUTH_ENV, parse_credentials
 
 DEFAULT_WEB_PORT = 8089  # Locust's own default
 

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import difflib
 import typing
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel
 
 
-def format_error(err: dict[str, Any], root: type[BaseModel]) -> str:
+def format_error(err: Mapping[str, Any], root: type[BaseModel]) -> str:
     """`location: message` for one pydantic error; unknown keys get a did-you-mean hint."""
     loc = format_location(err["loc"])
     if err["type"] == "extra_forbidden":

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ class LoadPlan:
 
     @classmethod
     def from_stages(cls, model: str, stages: list[tuple[float, float]], *, start: float = 0.0,
-                    warmup: float = 0.0, arrival: str = "constant", seed: int = 0) -> "LoadPlan":
+                    warmup: float = 0.0, arrival: str = "constant", seed: int = 0) -> LoadPlan:
         """Each stage moves linearly from the previous target to its own; 0 s stages jump."""
         segments = []
         t, previous, area = 0.0, float(start), 0.0
@@ -69,7 +70,7 @@ class LoadPlan:
                 "seed": self.seed}
 
     @classmethod
-    def from_dict(cls, doc: dict[str, Any]) -> "LoadPlan":
+    def from_dict(cls, doc: dict[str, Any]) -> LoadPlan:
         return cls.from_stages(doc["model"], [(float(d), float(t)) for d, t in doc["stages"]],
                                start=float(doc["start"]), warmup=float(doc["warmup"]),
                                arrival=doc["arrival"], seed=int(doc["seed"]))

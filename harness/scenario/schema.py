@@ -6,19 +6,28 @@ must not be negative`), with a "did you mean" hint for misspelt keys.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator,
-                      model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
-from harness.scenario import messages as schema_errors
-from harness.scenario.units import parse_duration
 from harness.errors import UserError
 from harness.results import figures
+from harness.scenario import messages as schema_errors
 from harness.scenario.overrides import apply_override
 from harness.scenario.thresholds import Threshold, parse_threshold
+from harness.scenario.units import parse_duration
 from target_server.config import Knob, ServerConfig
 
 
@@ -40,7 +49,7 @@ class ServerSettingsBase(Strict):
     """Settings of the bundled server (see `python -m target_server --help`), checked together."""
 
     @model_validator(mode="after")
-    def consistent(self) -> "ServerSettingsBase":
+    def consistent(self) -> ServerSettingsBase:
         problems = self.to_config().problems()
         if problems:
             raise ValueError("; ".join(problems))
@@ -54,11 +63,10 @@ class ServerSettingsBase(Strict):
 
 
 def _server_field(knob: Knob) -> tuple[Any, Any]:
-    kind: Any = Literal[knob.choices] if knob.choices else knob.type  # type: ignore[valid-type]
+    kind: Any = Literal[knob.choices] if knob.choices else knob.type
     if knob.optional:
         kind = kind | None
-    bound = {} if knob.minimum is None else {"ge": knob.minimum}
-    return kind, Field(knob.default, description=knob.help, **bound)
+    return kind, Field(knob.default, description=knob.help, ge=knob.minimum)
 
 
 # `target.server`: every scenario-settable knob of target_server.config.ServerConfig, its one source
@@ -127,7 +135,7 @@ class Target(Strict):
             if parts.scheme != "http" or not parts.hostname:
                 raise ValueError(f"url must look like http://HOST:PORT (plain HTTP/1.1), got {url!r}")
             try:
-                parts.port
+                _ = parts.port  # raises on a bad port
             except ValueError as exc:
                 raise ValueError(f"url has a bad port: {exc}") from None
         return url
@@ -140,7 +148,7 @@ class Target(Strict):
         return endpoint
 
     @model_validator(mode="after")
-    def one_target_one_payload(self) -> "Target":
+    def one_target_one_payload(self) -> Target:
         if self.server is not None and self.url is not None:
             raise ValueError("give either server (start the bundled server) or url (an endpoint "
                              "already running), not both")
@@ -173,7 +181,7 @@ class Load(Strict):
     max_in_flight: int = Field(256, ge=1, le=4096, description="open model: cap on requests in flight (threads)")
 
     @model_validator(mode="after")
-    def sane(self) -> "Load":
+    def sane(self) -> Load:
         total = sum(s.duration for s in self.stages)
         if total <= 0:
             raise ValueError("the stages add up to 0 s; give at least one stage a duration")
@@ -202,7 +210,7 @@ class LocustOptions(Strict):
                              description="0: any free port (local workers only); fix it for remote workers")
 
     @model_validator(mode="after")
-    def reachable(self) -> "LocustOptions":
+    def reachable(self) -> LocustOptions:
         if self.remote_workers and not self.master_port:
             raise ValueError("remote_workers need a fixed master_port to connect to (e.g. 5557)")
         return self
@@ -265,7 +273,7 @@ class Capacity(Strict):
     max_probes: int = Field(14, ge=2, le=100, description="most probes in one search")
 
     @model_validator(mode="after")
-    def sane(self) -> "Capacity":
+    def sane(self) -> Capacity:
         if self.probe <= 0:
             raise ValueError("probe must be longer than 0 s")
         if self.start > self.max_rate:
@@ -329,7 +337,7 @@ class Scenario(Strict):
                         description="`harness run` measures N times, each a full run in RUN_DIR/repeat-K")
 
     @model_validator(mode="after")
-    def _repeat_is_for_plain_runs(self) -> "Scenario":
+    def _repeat_is_for_plain_runs(self) -> Scenario:
         if self.repeat > 1 and (self.sweep is not None or self.capacity is not None):
             raise ValueError("repeat applies to `harness run`; a sweep or capacity search cannot repeat "
                              "(capacity already repeats the probes that decide it)")
@@ -408,6 +416,6 @@ def resolve(base_dir: Path, name: str) -> Path:
     return path if path.is_absolute() else (base_dir / path)
 
 
-def format_error(err: dict[str, Any]) -> str:
+def format_error(err: Mapping[str, Any]) -> str:
     """One pydantic error of a scenario as `location: message`, with a hint for a misspelled key."""
     return schema_errors.format_error(err, Scenario)

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import operator
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from harness.results import figures
 
@@ -21,7 +22,7 @@ class Threshold:
     op: str
     limit: float
 
-    def evaluate(self, summary: dict[str, Any]) -> dict[str, Any]:
+    def evaluate(self, summary: Mapping[str, Any]) -> dict[str, Any]:
         observed = figures.value(summary, self.metric)
         passed = observed is not None and OPERATORS[self.op](float(observed), self.limit)
         return {"expression": self.expression, "metric": self.metric, "observed": observed,

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from harness.errors import UserError
+from harness.report.html import badge, esc, fmt, image, page, table
+from harness.report.plotting import new_figure, png
 from harness.results import figures, layout
 from harness.results.summary import RunResult
-from harness.report.plotting import new_figure, png
-from harness.report.html import badge, esc, fmt, image, page, table
 from harness.scenario.schema import Capacity, Scenario, load_scenario
 from harness.scenario.thresholds import parse_threshold
 

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
@@ -14,11 +15,12 @@ import yaml
 from pydantic import ValidationError
 
 from harness.analysis.windows import windows
-from harness.results.samples import read_samples
-from harness.results import summary as summary_mod
 from harness.errors import EXIT_INVALID_RUN, EXIT_PASSED, EXIT_THRESHOLD_FAILED, UserError
-from harness.scenario.schema import Check, format_error
 from harness.results import figures, layout
+from harness.results import summary as summary_mod
+from harness.results.samples import read_samples
+from harness.results.summary import Summary
+from harness.scenario.schema import Check, format_error
 
 BOOTSTRAP_RESAMPLES = 2000
 BUSY_MACHINE_POINTS = 25.0  # system CPU (all cores, %) this much above the baseline's: say so
@@ -32,7 +34,7 @@ class Side:
     """One side of the comparison: one or more run folders (repeats) or summaries."""
 
     paths: list[Path]
-    summaries: list[dict[str, Any]]
+    summaries: list[Summary]
     runs: list[pd.DataFrame] | None  # each run's measured windows; None when a side has no samples
 
     def figure(self, name: str) -> float | None:
@@ -47,7 +49,7 @@ class Side:
 
 
 def load_side(paths: list[Path], width: float) -> Side:
-    summaries: list[dict[str, Any]] = []
+    summaries: list[Summary] = []
     runs: list[pd.DataFrame] | None = []
     for path in paths:
         summary = summary_mod.read(path)

@@ -8,8 +8,9 @@ server) plus RUN_DIR/repeats.json with every repeat's headline and the spread.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from harness.errors import EXIT_INTERRUPTED
 from harness.results import figures, layout
@@ -54,7 +55,7 @@ def spread(results: list[tuple[Path, RunResult]], planned: int) -> dict[str, Any
     complete = [row for row in rows if not row["partial"]]
     spreads = {}
     for key, _ in SPREAD:
-        values = [float(row[key]) for row in complete if row[key] is not None]
+        values = [float(v) for row in complete if isinstance(v := row[key], (int, float))]
         if values:
             mean = statistics.fmean(values)
             cv = statistics.stdev(values) / mean if len(values) > 1 and mean else None

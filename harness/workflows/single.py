@@ -134,3 +134,12 @@ def validate_command(paths: list[str]) -> int:
     if problems:
         raise UserError(problems)
     return 0
+
+
+def run_scenario(path: str | Path, *, overrides: list[str] | None = None, run_dir: Path | None = None,
+                 quiet: bool = True) -> RunResult:
+    """Load and run one scenario file (Python API): its run folder is `run_dir` or a new one under
+    reports/; returns the exit code and summary. `repeat:` is for the command line (run_command)."""
+    scenario, scenario_path = load_scenario(Path(path), overrides)
+    folder = make_run_dir(run_dir, scenario.name)
+    return Run(scenario.model_copy(update={"repeat": 1}), scenario_path, folder, quiet=quiet).execute()

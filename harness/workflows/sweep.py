@@ -6,14 +6,15 @@ import json
 import re
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from harness.results import summary as summary_mod
 from harness.errors import EXIT_INTERRUPTED, EXIT_INVALID_RUN, EXIT_PASSED, UserError
 from harness.report.html import esc, table
 from harness.results import figures, layout
+from harness.results import summary as summary_mod
 from harness.scenario.schema import Scenario, ServerSettings, load_scenario
 from target_server.config import ServerConfig, available_cores
 
@@ -74,7 +75,7 @@ def complete(folder: Path) -> dict[str, Any] | None:
         summary = summary_mod.read(folder)
     except UserError:
         return None
-    return None if summary.get("partial") or summary.get("interrupted") else summary
+    return None if summary.get("partial") or summary.get("interrupted") else dict(summary)
 
 
 def figure_of(summary: dict[str, Any], rank_by: str) -> float | None:
