@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from harness.results import summary as summary_mod  # noqa: E402
+from harness.analysis import summarize  # noqa: E402
 from harness.scenario.plan import LoadPlan  # noqa: E402
 from harness.results.samples import COLUMNS  # noqa: E402
 from harness.scenario.thresholds import parse_threshold  # noqa: E402
@@ -137,7 +138,7 @@ def build_run_folder(run_dir: Path, samples: int) -> None:
             "target": {"url": "http://127.0.0.1:9", "bundled": False, "endpoint": "/predict", "server": None,
                        "server_settings": None}}
     thresholds = [parse_threshold(t) for t in doc["thresholds"]]
-    result = summary_mod.build(run_dir, meta=meta, plan=plan, thresholds=thresholds, max_in_flight=256,
+    result = summarize.build(run_dir, meta=meta, plan=plan, thresholds=thresholds, max_in_flight=256,
                                stopped_at=plan.duration, interrupted=False, reasons=[])
     summary_mod.write(run_dir, result)
 

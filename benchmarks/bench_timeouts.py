@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from harness.engines import http_client as hc  # noqa: E402
+from harness.results.samples import TIMEOUT  # noqa: E402
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{\"predictions\":1}"
 BODY = b'{"inputs":[[1,2,3]]}'
@@ -104,7 +105,7 @@ def attempt(port: int, timeout: float) -> float:
         conn.request(raw, timeout)
     except hc.RequestFailed as exc:
         elapsed = time.monotonic() - started
-        if exc.kind != hc.TIMEOUT:
+        if exc.kind != TIMEOUT:
             raise RuntimeError(f"ended as {exc.kind!r}, not a timeout: {exc}") from exc
         return elapsed
     finally:
