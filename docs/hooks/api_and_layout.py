@@ -4,8 +4,9 @@ page's folder tree matches the files that exist.
 - `<!-- python-api -->` is replaced by one row per name `harness/__init__.py` exports (what it is
   and the first line of its docstring), so the page lists exactly what `import harness` offers.
 - The fenced tree after `<!-- layout-tree -->` in `architecture.md` is compared with the checkout:
-  an entry naming a file or folder that does not exist, or a module under `harness/` the tree
-  does not mention, is a warning, so `mkdocs build --strict` fails until the page is updated.
+  an entry naming a file or folder that does not exist, or a module the tree does not mention in
+  a folder whose modules it spells out (`harness/`, `target_server/`), is a warning, so
+  `mkdocs build --strict` fails until the page is updated.
 """
 from __future__ import annotations
 
@@ -46,15 +47,43 @@ def api_table() -> str:
         except Exception as exc:  # an export that does not import is a broken API: say so loudly
             log.warning("harness.%s is in __all__ but cannot be imported: %s", name, exc)
             continue
-        if inspect.isclass(obj):
-            kind, doc = ("exception" if issubclass(obj, BaseException) else "class"), obj.__doc__
-        elif callable(obj):
-            kind, doc = "function", obj.__doc__
-        else:
-            kind, doc = "constant", f"`{obj!r}`"
-        summary = " ".join((doc or "").strip().split("\n\n")[0].split()).replace("|", r"\|")
-        rows.append(f"| `harness.{name}` | {kind} | {summary} |")
+        rows.append(f"| {cell(title(name, obj))} | {kind(obj)} | {cell(summary(obj))} |")
     return "\n".join(rows) + "\n"
+
+
+def title(name: str, obj: Any) -> str:
+    """`harness.name`, with the call signature (no annotations) for functions."""
+    if inspect.isfunction(obj):
+        try:
+            params = [p.replace(annotation=inspect.Parameter.empty)
+                      for p in inspect.signature(obj).parameters.values()]
+            return f"`harness.{name}{inspect.Signature(params)}`"
+        except (TypeError, ValueError):
+            pass
+    return f"`harness.{name}`"
+
+
+def kind(obj: Any) -> str:
+    if inspect.isclass(obj):
+        return "exception" if issubclass(obj, BaseException) else "class"
+    return "function" if callable(obj) else "constant"
+
+
+def summary(obj: Any) -> str:
+    if not inspect.isclass(obj) and not callable(obj):
+        if isinstance(obj, dict):
+            return f"a mapping of {len(obj)}: " + ", ".join(f"`{k}`" for k in obj)
+        text = repr(obj)
+        return f"`{text}`" if len(text) <= 60 else f"a `{type(obj).__name__}`"
+    doc = obj.__dict__.get("__doc__") if inspect.isclass(obj) else obj.__doc__
+    first = " ".join((doc or "").strip().split("\n\n")[0].split())
+    if inspect.isclass(obj) and first.startswith(obj.__name__ + "("):
+        return ""  # the dataclass's generated signature, not a description
+    return first
+
+
+def cell(text: str) -> str:
+    return text.replace("|", r"\|")
 
 
 def tree_entries(markdown: str) -> list[str]:
@@ -82,16 +111,20 @@ def tree_problems(markdown: str) -> list[str]:
     listed = tree_entries(markdown)
     problems = [f"the tree lists {p}, which does not exist" for p in listed if not (ROOT / p).exists()]
     listed_set = {p.rstrip("/") for p in listed}
-    for path in sorted((ROOT / "harness").rglob("*.py")):
-        rel = path.relative_to(ROOT).as_posix()
-        if "__pycache__" in rel:
-            continue
-        if path.name == "__init__.py" and path.parent != ROOT / "harness" and not path.read_text().strip():
-            continue  # an empty subpackage marker needs no line of its own
-        if rel not in listed_set:
-            problems.append(f"{rel} exists but the tree does not describe it")
-        folder = path.parent.relative_to(ROOT).as_posix()
-        if folder not in listed_set:
-            listed_set.add(folder)  # report each missing folder once
-            problems.append(f"{folder}/ exists but the tree does not describe it")
+    listed_set |= {parent.as_posix() for p in listed for parent in Path(p.rstrip("/")).parents} - {"."}
+    # a top folder with any entry listed below it must have every module listed
+    detailed = sorted({p.split("/")[0] for p in listed if "/" in p.rstrip("/")})
+    for top in detailed:
+        for path in sorted((ROOT / top).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            if "__pycache__" in rel:
+                continue
+            if path.name == "__init__.py" and not path.read_text().strip():
+                continue  # an empty package marker needs no line of its own
+            if rel not in listed_set:
+                problems.append(f"{rel} exists but the tree does not describe it")
+            folder = path.parent.relative_to(ROOT).as_posix()
+            if folder not in listed_set:
+                listed_set.add(folder)  # report each missing folder once
+                problems.append(f"{folder}/ exists but the tree does not describe it")
     return problems
