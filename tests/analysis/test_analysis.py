@@ -11,8 +11,7 @@ import pytest
 
 from harness.analysis import stats as analysis
 from harness.analysis import validity
-from harness.results.samples import COLUMNS, NOT_SENT, SampleWriter
-from harness.results.samples import read_samples
+from harness.results.samples import COLUMNS, NOT_SENT, SampleWriter, read_samples
 
 
 def frame(rows: list[tuple]) -> pd.DataFrame:

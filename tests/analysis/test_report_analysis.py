@@ -12,15 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness.analysis import server_metrics, trends, windows
 from harness.analysis import stats as analysis
-from harness.analysis import windows
 from harness.results.metrics import read_metrics
-from harness.analysis import server_metrics
 from harness.results.resources import SERVER_ROLES
-from harness.run import scrape
-from harness.analysis import trends
-from harness.scenario.plan import LoadPlan
 from harness.results.samples import COLUMNS, NOT_SENT
+from harness.run import scrape
+from harness.scenario.plan import LoadPlan
 
 
 def frame(rows: list[tuple]) -> pd.DataFrame:

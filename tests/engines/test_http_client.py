@@ -7,9 +7,9 @@ import time
 import pytest
 
 from harness.engines import http_client as hc
+from harness.engines.http_client import request_bytes
 from harness.results import samples
 from harness.results.samples import parse_server_timing
-from harness.engines.http_client import request_bytes
 from tests.support.rawserver import RawServer, read_request, respond_forever
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{\"predictions\":1}"

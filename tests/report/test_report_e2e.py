@@ -8,14 +8,14 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from harness import cli
-from tests.support import ARTIFACTS, ROOT, SMOKE
+from harness.workflows.single import report_after_run
+from tests.support import ARTIFACTS, SMOKE
+from tests.support.browser import chromium_path
 from tests.support.cli import assert_all_gone, harness
 
 pytestmark = pytest.mark.e2e
@@ -69,27 +69,37 @@ def test_report_command_re_renders_and_refuses_bad_folders(smoke_run: Path, tmp_
         assert "Traceback" not in result.stderr
 
 
+def folder_state(run_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file()}
+
+
 def test_a_failing_report_keeps_the_run(smoke_run: Path, monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A report that raises costs the run nothing: a warning with the command to retry, every file
+    of the run folder byte for byte as it was, and the caller told to carry on."""
     import harness.report.run_page
 
     def broken(run_dir: Path) -> Path:
+        (run_dir / "report.html").write_text("half a report")  # a renderer that fails part way
         raise RuntimeError("chart exploded")
 
+    before = folder_state(smoke_run)
     monkeypatch.setattr(harness.report.run_page, "write_report", broken)
-    cli._report_after_run(smoke_run)
+    try:
+        assert report_after_run(smoke_run) is True
+        after = folder_state(smoke_run)
+    finally:
+        (smoke_run / "report.html").write_bytes(before["report.html"])  # the next test screenshots it
     err = capsys.readouterr().err
     assert "warning: report not written (RuntimeError: chart exploded)" in err
     assert f"python -m harness report {smoke_run}" in err
-    assert (smoke_run / "summary.json").exists()
+    assert after.pop("report.html") == b"half a report"
+    before.pop("report.html")
+    assert after == before  # summary.json, samples, everything else untouched
 
 
 def test_report_screenshot_in_headless_chromium(smoke_run: Path) -> None:
-    install = subprocess.run(["bash", str(ROOT / "scripts" / "install-browser.sh")], capture_output=True,
-                             text=True, timeout=900)
-    if install.returncode != 0:
-        pytest.skip(f"headless Chromium could not be installed: {install.stderr.strip()[-300:]}")
-    browser = install.stdout.strip().splitlines()[-1]
+    browser = chromium_path()
     ARTIFACTS.mkdir(exist_ok=True)
     png = ARTIFACTS / "report-smoke.png"
     png.unlink(missing_ok=True)

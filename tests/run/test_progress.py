@@ -4,9 +4,9 @@ from __future__ import annotations
 import io
 import time
 
-from harness.scenario.plan import LoadPlan
 from harness.engines.base import ProgressMessage
 from harness.run.progress import RECENT_LATENCIES, Progress
+from harness.scenario.plan import LoadPlan
 
 
 def reports(n: int, per_report: int = 4096) -> list[ProgressMessage]:

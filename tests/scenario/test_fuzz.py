@@ -3,17 +3,16 @@ from __future__ import annotations
 
 import socket
 import threading
-from pathlib import Path
 
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.engines import http_client as hc
-from harness.results import samples
-from harness.errors import EXIT_BAD_INPUT, UserError
 from harness.engines.http_client import request_bytes
-from harness.scenario.schema import validate
+from harness.errors import EXIT_BAD_INPUT, UserError
+from harness.results import samples
+from harness.scenario.loading import validate
 from tests.support import SCENARIOS
 from tests.support.rawserver import read_request
 

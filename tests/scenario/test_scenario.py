@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.scenario.units import parse_duration
 from harness.errors import EXIT_BAD_INPUT, UserError
+from harness.scenario.loading import load_scenario, validate
 from harness.scenario.overrides import apply_override
-from harness.scenario.schema import load_scenario, validate
 from harness.scenario.thresholds import parse_threshold
+from harness.scenario.units import parse_duration
 from tests.support import SCENARIOS
 
 SPIKE_EXAMPLE = """

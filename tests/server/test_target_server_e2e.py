@@ -15,8 +15,15 @@ import pytest
 import requests
 import torch
 
-from tests.support.server_fixtures import (ARTICLE_INPUT, REPO, URL_RE, RunningServer, server_env, start_server,
-                             survivors)
+from tests.support.server_fixtures import (
+    ARTICLE_INPUT,
+    REPO,
+    URL_RE,
+    RunningServer,
+    server_env,
+    start_server,
+    survivors,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

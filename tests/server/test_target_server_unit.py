@@ -16,14 +16,21 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.server_fixtures import ARTICLE_INPUT, make_app, make_client
 from target_server import readiness
+from target_server import weights as weights_cmd
 from target_server.batching import DynamicBatcher, Overloaded
 from target_server.cli import config_from_args
 from target_server.config import ServerConfig, env_defaults
-from target_server.models import (MLP_SIZES, REGISTRY, SimpleModel, WeightsError, build_model,
-                                  check_weights, read_state_dict)
-from target_server import weights as weights_cmd
+from target_server.models import (
+    MLP_SIZES,
+    REGISTRY,
+    SimpleModel,
+    WeightsError,
+    build_model,
+    check_weights,
+    read_state_dict,
+)
+from tests.support.server_fixtures import ARTICLE_INPUT, make_app, make_client
 
 JSON = "application/json"
 
@@ -750,7 +757,6 @@ def test_app_factory_exposes_config():
 def test_the_real_target_server_package_is_imported_not_a_test_folder():
     """tests/server/ is named so it can never shadow the package it tests."""
     import target_server
-
     from tests.support import ROOT
 
     assert __name__.startswith("tests.server.")

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from harness.results import summary as summary_mod
 from harness.analysis import summarize
+from harness.results import summary as summary_mod
 from harness.results.summary import RunResult, Summary
 from harness.scenario.plan import LoadPlan
 from harness.scenario.schema import Scenario

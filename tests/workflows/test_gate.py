@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from harness.errors import UserError
-from harness.workflows import gate
 from harness.results.layout import expand_repeats
+from harness.workflows import gate
 from tests.support import ROOT
 from tests.support.cli import assert_all_gone, harness
 from tests.support.fake_runs import fake_run

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.errors import EXIT_INTERRUPTED, TargetUnusable
 from harness.results import layout
 from harness.results.layout import expand_repeats
 from harness.results.summary import RunResult, Summary
 from harness.workflows import repeats
-from harness.errors import EXIT_INTERRUPTED, TargetUnusable
 
 
 def result(rps: float, *, partial: bool = False, exit_code: int = 0, interrupted: bool = False) -> RunResult:

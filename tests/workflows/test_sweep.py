@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from harness.results.summary import RunResult
-from harness.workflows import sweep
 from harness.errors import UserError
-from harness.scenario.schema import Scenario, load_scenario
+from harness.results.summary import RunResult
+from harness.scenario.loading import load_scenario
+from harness.scenario.schema import Scenario
+from harness.workflows import sweep
 from tests.support import SMOKE
 from tests.support.cli import assert_all_gone, harness
 from tests.support.fake_runs import CAPACITY_SCENARIO as CAPACITY
