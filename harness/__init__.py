@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 # public name -> (module, attribute)
 _EXPORTS = {
-    "load_scenario": ("harness.scenario.schema", "load_scenario"),
+    "load_scenario": ("harness.scenario.loading", "load_scenario"),
     "Scenario": ("harness.scenario.schema", "Scenario"),
     "LoadPlan": ("harness.scenario.plan", "LoadPlan"),
     "plan_from_scenario": ("harness.scenario.plan", "plan_from_scenario"),
@@ -83,8 +83,9 @@ if TYPE_CHECKING:
     from harness.results.summary import RunResult, Summary
     from harness.results.summary import read as read_summary
     from harness.run.runner import Run
+    from harness.scenario.loading import load_scenario
     from harness.scenario.plan import LoadPlan, plan_from_scenario
-    from harness.scenario.schema import Scenario, load_scenario
+    from harness.scenario.schema import Scenario
     from harness.workflows.single import run_scenario
 
 

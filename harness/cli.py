@@ -106,7 +106,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     from harness.run.ui import serve_ui
-    from harness.scenario.schema import load_scenario
+    from harness.scenario.loading import load_scenario
     from harness.workflows.single import make_run_dir, run_overrides
 
     scenario, path = load_scenario(Path(args.scenario), run_overrides(args.overrides, args.url))

@@ -21,7 +21,8 @@ from harness.engines.http_client import Connection, RequestFailed, request_bytes
 from harness.errors import TargetUnusable
 from harness.processes import end_process_group
 from harness.results.layout import SERVER_LOG, log_tail
-from harness.scenario.schema import ServerSettings, Target, resolve
+from harness.scenario.loading import resolve
+from harness.scenario.schema import ServerSettings, Target
 from target_server.config import ServerConfig
 
 LISTENING = re.compile(r"target_server listening on http://([\d.]+):(\d+)")

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from harness.scenario.schema import Generate, Scenario, resolve
+from harness.scenario.loading import resolve
+from harness.scenario.schema import Generate, Scenario
 
 ARTICLE_PAYLOAD = {"inputs": [[1.0, 2.0, 3.0]]}
 

@@ -12,7 +12,8 @@ from harness.report.html import badge, esc, fmt, image, page, table
 from harness.report.plotting import new_figure, png
 from harness.results import figures, layout
 from harness.results.summary import RunResult
-from harness.scenario.schema import Capacity, Scenario, load_scenario
+from harness.scenario.loading import load_scenario
+from harness.scenario.schema import Capacity, Scenario
 from harness.scenario.thresholds import parse_threshold
 
 CAPACITY_FILE = layout.CAPACITY

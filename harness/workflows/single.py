@@ -9,7 +9,8 @@ from harness.report.console import summary_table
 from harness.results import layout
 from harness.results.summary import RunResult
 from harness.run.runner import Run, new_run_dir
-from harness.scenario.schema import Scenario, load_scenario
+from harness.scenario.loading import load_scenario
+from harness.scenario.schema import Scenario
 from harness.scenario.units import parse_duration
 from harness.workflows import repeats
 

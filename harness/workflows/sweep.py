@@ -15,7 +15,8 @@ from harness.errors import EXIT_INTERRUPTED, EXIT_INVALID_RUN, EXIT_PASSED, User
 from harness.report.html import esc, table
 from harness.results import figures, layout
 from harness.results import summary as summary_mod
-from harness.scenario.schema import Scenario, ServerSettings, load_scenario
+from harness.scenario.loading import load_scenario
+from harness.scenario.schema import Scenario, ServerSettings
 from target_server.config import ServerConfig, available_cores
 
 SWEEP_FILE = layout.SWEEP

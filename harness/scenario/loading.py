@@ -1,0 +1,77 @@
+"""Reading a scenario file: YAML, `--set` overrides, validation, and the files it names.
+
+Every problem is reported at once as `location: message` (e.g. `load.stages[2].duration: duration
+must not be negative`), with a "did you mean" hint for misspelt keys; paths in a scenario are
+relative to the scenario file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from harness.errors import UserError
+from harness.scenario.overrides import apply_override
+from harness.scenario.schema import Scenario, format_error
+
+
+def load_scenario(path: str | Path, overrides: list[str] | None = None) -> tuple[Scenario, Path]:
+    """Read, override (`key.path=value`) and validate a scenario; raises UserError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such scenario file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read: {exc}") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{path}: not valid YAML{where}: {problem}") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"{path}: a scenario is a YAML mapping with keys such as target, load, "
+                        f"thresholds; got {type(doc).__name__}")
+    for override in overrides or []:
+        apply_override(doc, override)
+    return validate(doc, base_dir=path.parent, source=str(path)), path
+
+
+def validate(doc: dict[str, Any], *, base_dir: Path, source: str = "scenario") -> Scenario:
+    try:
+        scenario = Scenario.model_validate(doc)
+    except ValidationError as exc:
+        raise UserError([f"{source}: {format_error(err)}" for err in exc.errors()]) from None
+    problems = _check_files(scenario, base_dir)
+    if problems:
+        raise UserError([f"{source}: {p}" for p in problems])
+    return scenario
+
+
+def _check_files(scenario: Scenario, base_dir: Path) -> list[str]:
+    problems = []
+    target = scenario.target
+    if target.payload_file is not None:
+        path = resolve(base_dir, target.payload_file)
+        try:
+            import orjson
+
+            orjson.loads(path.read_bytes())
+        except OSError as exc:
+            problems.append(f"target.payload_file: cannot read {path}: {exc.strerror or exc}")
+        except ValueError as exc:
+            problems.append(f"target.payload_file: {path} is not valid JSON: {exc}")
+    if target.server is not None and target.server.weights is not None:
+        path = resolve(base_dir, target.server.weights)
+        if not path.is_file():
+            problems.append(f"target.server.weights: no such file {path}")
+    return problems
+
+
+def resolve(base_dir: Path, name: str) -> Path:
+    path = Path(name).expanduser()
+    return path if path.is_absolute() else (base_dir / path)
