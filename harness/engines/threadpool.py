@@ -117,8 +117,8 @@ class _Generator:
             response = conn.request(raw, self.spec.timeout)
         except RequestFailed as exc:
             end = time.monotonic()
-            row = Sample(intended, start - t0, end - t0, 0, exc.kind, 0, self._stage_of(intended),
-                         self.spec.gen)
+            row = tuple.__new__(Sample, (intended, start - t0, end - t0, 0, exc.kind, 0, self._stage_of(intended),
+                                         self.spec.gen, None, None, None))
             counters.errors += 1
             refused = exc.kind == CONNECT
         else:
@@ -134,8 +134,9 @@ class _Generator:
             if not lo <= intended < hi:
                 stage = self._stage_of(intended)
             # Server-Timing travels raw: the writer thread parses it (harness.results.samples.format_row)
-            row = Sample(intended, start - t0, end - t0, status, error, response.body_bytes, stage,
-                         self.spec.gen, response.server_timing)
+            # a Sample built as a tuple (every field, in order): half the cost of Sample(...) per request
+            row = tuple.__new__(Sample, (intended, start - t0, end - t0, status, error, response.body_bytes, stage,
+                                         self.spec.gen, response.server_timing, None, None))
         self.in_flight -= 1
         self.writer.append(row)
         counters.sent += 1
