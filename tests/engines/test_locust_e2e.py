@@ -15,7 +15,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from harness.engines.ports import free_port
+from target_server.ports import free_port
 from tests.support import ROOT
 from tests.support.cli import HarnessProcess, assert_all_gone, complete_rows, harness, wait_until
 from tests.support.rawserver import OK_JSON, HeldPort, RawServer, respond_forever

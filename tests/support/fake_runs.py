@@ -16,8 +16,9 @@ from harness.scenario.schema import Scenario
 
 def fake_run(path: Path, *, latency_ms: float = 20.0, rps: float = 100.0, seconds: int = 20, seed: int = 0,
              error_rate: float = 0.0, valid: bool = True, check: dict | None = None,
-             server: dict | None = None) -> Path:
-    """A run folder with noisy closed-model-like samples, its summary.json and scenario.yaml."""
+             server: dict | None = None, system_cpu: float | None = None) -> Path:
+    """A run folder with noisy closed-model-like samples, its summary.json and scenario.yaml; with
+    `system_cpu`, a resources.csv whose whole-machine CPU reads that (% of all cores) every 0.5 s."""
     rng = np.random.default_rng(seed)
     n = int(rps * seconds)
     intended = np.sort(rng.uniform(0, seconds, n))
@@ -28,6 +29,10 @@ def fake_run(path: Path, *, latency_ms: float = 20.0, rps: float = 100.0, second
                        "stage": 0, "gen": 0, "srv_queue_ms": "", "srv_infer_ms": ""})
     path.mkdir(parents=True)
     df.to_csv(path / "samples-0.csv", index=False)
+    if system_cpu is not None:
+        ticks = np.arange(0.5, seconds + 0.25, 0.5)
+        pd.DataFrame({"t": ticks, "role": "system", "pid": 0, "cpu_percent": system_cpu, "rss_bytes": 0,
+                      "threads": 0}).to_csv(path / "resources.csv", index=False)
     meta = {"name": "fake", "engine": "threadpool", "load_model": "closed", "arrival": None,
             "generator_processes": 1, "target": {"url": "http://127.0.0.1:1", "bundled": True,
                                                  "endpoint": "/predict", "server": None, "server_settings": server}}

