@@ -136,6 +136,22 @@ class Target(Strict):
                 raise ValueError(f"url has a bad port: {exc}") from None
         return url
 
+    @field_validator("payload")
+    @classmethod
+    def json_body(cls, payload: Any) -> Any:
+        """The body goes out as orjson encodes it: refuse what it cannot encode (non-string keys)
+        or would silently send as null (NaN, infinity)."""
+        import json
+
+        import orjson
+
+        try:
+            json.dumps(payload, allow_nan=False, default=str)
+            orjson.dumps(payload)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"payload is not a JSON document: {exc}") from None
+        return payload
+
     @field_validator("endpoint")
     @classmethod
     def absolute(cls, endpoint: str) -> str:
