@@ -1,6 +1,7 @@
 """Property-based tests: arbitrary scenario documents and arbitrary server bytes never crash us."""
 from __future__ import annotations
 
+import re
 import socket
 import threading
 
@@ -13,6 +14,7 @@ from harness.engines.http_client import request_bytes
 from harness.errors import EXIT_BAD_INPUT, UserError
 from harness.results import samples
 from harness.scenario.loading import validate
+from harness.scenario.schema import Scenario
 from tests.support import SCENARIOS
 from tests.support.rawserver import read_request
 
@@ -39,25 +41,43 @@ def paths(doc: object, prefix: tuple = ()) -> list[tuple]:
     return out
 
 
-def check_clean(doc: object) -> None:
+LOCATED = re.compile(r"^fuzz\.yaml: .*: \S", re.S)  # "fuzz.yaml: load.stages[0].duration: what is wrong"
+
+
+def check_clean(doc: object) -> str:
+    """Either every problem is reported as a located message (exit 2), or the document is accepted
+    and is a real scenario: its validated form validates again to the same scenario."""
+    if not isinstance(doc, dict):
+        return "not a mapping"  # load_scenario refuses these before validate (test_scenario.py)
     try:
-        if not isinstance(doc, dict):
-            raise UserError("not a mapping")
-        validate(doc, base_dir=SCENARIOS, source="fuzz.yaml")
+        scenario = validate(doc, base_dir=SCENARIOS, source="fuzz.yaml")
     except UserError as exc:
         assert exc.exit_code == EXIT_BAD_INPUT
-        assert exc.messages and all(isinstance(m, str) and m for m in exc.messages)
+        assert exc.messages, doc
+        for message in exc.messages:
+            assert isinstance(message, str) and LOCATED.match(message), (message, doc)
+        return "refused"
+    assert isinstance(scenario, Scenario) and scenario.duration > 0, doc
+    again = validate(scenario.model_dump(mode="json"), base_dir=SCENARIOS, source="fuzz.yaml")
+    assert again == scenario, doc
+    return "accepted"
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(documents)
-def test_arbitrary_documents_give_located_errors_only(doc: object) -> None:
+def test_arbitrary_documents_give_located_errors_or_a_valid_scenario(doc: object) -> None:
     check_clean(doc)
+
+
+def test_the_checks_see_both_outcomes() -> None:
+    """check_clean itself can tell garbage from a scenario (so the properties above can fail)."""
+    assert check_clean({"load": {"stages": [{"duration": "1s", "target": 1}]}}) == "accepted"
+    assert check_clean({"load": {"stages": [{"duraton": "1s", "target": 1}]}, "x": 1}) == "refused"
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(range(len(SHIPPED))), st.data())
-def test_mutated_shipped_scenarios_give_located_errors_only(index: int, data: st.DataObject) -> None:
+def test_mutated_shipped_scenarios_give_located_errors_or_a_valid_scenario(index: int, data: st.DataObject) -> None:
     import copy
 
     doc = copy.deepcopy(SHIPPED[index])

@@ -187,3 +187,16 @@ def test_threshold_evaluation() -> None:
     assert parse_threshold("error_rate < 0.01").evaluate(summary)["passed"] is False
     assert parse_threshold("rps >= 1000").evaluate(summary)["passed"] is True
     assert parse_threshold("p99_ms < 1").evaluate(summary)["passed"] is False  # missing value fails
+
+
+@pytest.mark.parametrize("payload,reason", [
+    ({"inputs": [[float("nan"), 1.0]]}, "not JSON compliant"),  # would go out as null
+    (float("inf"), "not JSON compliant"),
+    ({1: [1.0, 2.0, 3.0]}, "Dict key must be str"),  # would crash the run at its first request
+], ids=["nan", "infinity", "int-key"])
+def test_a_payload_that_is_not_json_is_refused_with_its_location(payload: object, reason: str) -> None:
+    doc = spike()
+    doc["target"]["payload"] = payload
+    messages = problems(doc)
+    assert len(messages) == 1 and messages[0].startswith("s.yaml: target.payload: payload is not a JSON document")
+    assert reason in messages[0]
