@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import gzip
-import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 from harness.analysis import stats as analysis
 from harness.analysis import validity
 from harness.results.samples import COLUMNS, NOT_SENT, SampleWriter, read_samples
+from tests.support.cli import complete_rows, wait_until
 
 
 def frame(rows: list[tuple]) -> pd.DataFrame:
@@ -144,7 +144,8 @@ def test_failed_request_rows_round_trip_and_a_bad_row_costs_no_other(tmp_path: P
     writer.append((0.1, 0.1, 1.1, 0, "timeout", 0, 0, 0, None, None, None))
     writer.append((0.2, 0.2, 0.3, 0, "bad", 0))  # malformed
     writer.append((0.3, None, None, 0, NOT_SENT, 0, 0, 0, None, None, None))
-    time.sleep(0.1)  # let the background thread flush while the writer is open
+    wait_until(lambda: complete_rows(tmp_path / "samples-0.csv") >= 3, 10,
+               "the background thread to flush while the writer is open")
     writer.append((0.4, 0.4, 0.5, 503, "http", 5, 0, 0, None, None, None))
     writer.close()
     df = read_samples(tmp_path)

@@ -19,6 +19,7 @@ from harness.results.resources import SERVER_ROLES
 from harness.results.samples import COLUMNS, NOT_SENT
 from harness.run import scrape
 from harness.scenario.plan import LoadPlan
+from tests.support.rawserver import dead_port
 
 
 def frame(rows: list[tuple]) -> pd.DataFrame:
@@ -281,7 +282,7 @@ def test_scraper_gives_up_quietly_without_metrics(metrics_server: str, tmp_path:
     scraper._thread.join(timeout=10)
     scraper.stop()
     assert len(logged) == 1 and "404" in logged[0] and not (tmp_path / "metrics.csv").exists()
-    unreachable = scrape.MetricsScraper("http://127.0.0.1:9/metrics", tmp_path / "m2.csv", time.monotonic(),
+    unreachable = scrape.MetricsScraper(f"http://127.0.0.1:{dead_port()}/metrics", tmp_path / "m2.csv", time.monotonic(),
                                         log=logged.append, interval=0.05)
     unreachable.start()
     unreachable._thread.join(timeout=10)

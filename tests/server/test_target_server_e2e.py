@@ -108,11 +108,9 @@ def test_gthread_keep_alive_connections_take_turns(threads):
     argv = ["--model", "linear", "--workers", "1", "--worker-class", "gthread", "--threads", str(threads)]
     with start_server(argv) as server:
         sessions = [requests.Session() for _ in range(3)]
-        t0 = time.monotonic()
-        for _ in range(5):
+        for _ in range(5):  # each request has its own 10 s timeout: a connection left waiting fails it
             for session in sessions:
                 assert predict(session, server.url, ARTICLE_INPUT) == [[pytest.approx(0.6)]]
-        assert time.monotonic() - t0 < 10
         sessions[0].close()  # hangs up while its thread may be waiting for its next request
         host, port = server.url.removeprefix("http://").split(":")
         body = b'{"inputs": [[1.0, 2.0, 3.0]]}'
@@ -134,13 +132,11 @@ def test_mismatched_weights_exit_fast_with_message(tmp_path):
     from target_server.models import SimpleModel
 
     torch.save(SimpleModel().state_dict(), path)
-    t0 = time.monotonic()
+    # exits by itself (a server restarting its workers forever would hit the timeout and fail)
     proc = subprocess.run([sys.executable, "-m", "target_server", "--model", "mlp", "--weights", str(path),
                            "--port", "0"], cwd=REPO, env=server_env(), capture_output=True, text=True,
                           timeout=60, start_new_session=True)
-    elapsed = time.monotonic() - t0
     assert proc.returncode != 0
-    assert elapsed < 30
     assert "weights do not fit model 'mlp'" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert "listening" not in proc.stdout
@@ -185,10 +181,8 @@ def test_exit_with_parent_after_parent_is_killed():
         assert requests.get(server.url + "/v2/health/live", timeout=5).status_code == 200
         parent.send_signal(signal.SIGKILL)
         server.popen.wait(timeout=5)
-        t0 = time.monotonic()
         left = survivors(rest, timeout=10)
         assert not left, f"server outlived its parent: {left}\n{server.logs()}"
-        assert time.monotonic() - t0 < 10
     finally:
         server.kill_everything()
 

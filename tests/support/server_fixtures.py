@@ -108,6 +108,8 @@ def survivors(procs: list[psutil.Process], timeout: float) -> list[psutil.Proces
 
 class RunningServer:
     def __init__(self, argv: list[str], *, launcher: list[str] | None = None, ready_timeout: float = 60.0):
+        if launcher is None and "--port" not in argv:
+            argv = [*argv, "--port", "0"]  # a kernel-chosen port, never the default 8000
         self.argv = argv
         cmd = (launcher or [sys.executable, "-m", "target_server"]) + argv
         self.popen = subprocess.Popen(cmd, cwd=REPO, env=server_env(), stdout=subprocess.PIPE,
