@@ -221,7 +221,7 @@ def hostile_exchange(port: int, raw: bytes, *, trickle: float = 0.0) -> int | No
                 if not chunk:
                     break
                 data += chunk
-        except (ConnectionResetError, socket_mod.timeout):
+        except (TimeoutError, ConnectionResetError):
             pass
     match = re.match(rb"HTTP/1\.[01] (\d{3})", data)
     return int(match.group(1)) if match else None

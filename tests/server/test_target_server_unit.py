@@ -613,7 +613,7 @@ def test_lone_request_does_not_wait_max_wait(batchers, announced):
     batcher = batchers(RecordingForward(), max_batch=32, max_wait_s=max_wait, timeout_s=60.0)
     for i in range(3):
         t0 = time.perf_counter()
-        result = batcher.submit_parsed(lambda: _row(i)) if announced else batcher.submit(_row(i))
+        result = batcher.submit_parsed(lambda i=i: _row(i)) if announced else batcher.submit(_row(i))
         assert time.perf_counter() - t0 < max_wait / 2, "a lone request waited for batch-mates"
         assert result.batch_rows == 1 and result.outputs[0, 0] == 2.0 * i
 

@@ -18,8 +18,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable, TypeVar
+from typing import TypeVar
 
 import psutil
 
@@ -30,7 +31,7 @@ CHILD_NAMES = ("target_server", "gunicorn", "locust", "harness", "multiprocessin
 
 
 def wait_until(predicate: Callable[[], T], timeout: float, what: str, *,
-               proc: "HarnessProcess | None" = None, poll: float = 0.05) -> T:
+               proc: HarnessProcess | None = None, poll: float = 0.05) -> T:
     """Poll until `predicate()` is truthy and return its value; fail naming `what` on timeout, or at
     once (with its output) when `proc` exits first."""
     deadline = time.monotonic() + timeout
@@ -224,7 +225,7 @@ class HarnessProcess:
                 return left
             time.sleep(0.1)
 
-    def __enter__(self) -> "HarnessProcess":
+    def __enter__(self) -> HarnessProcess:
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import socketserver
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 Handler = Callable[[socket.socket], None]
 OK_JSON = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"  # keep-alive 200
@@ -58,7 +58,7 @@ class RawServer:
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
                                        daemon=True)
 
-    def __enter__(self) -> "RawServer":
+    def __enter__(self) -> RawServer:
         self.thread.start()
         return self
 
@@ -110,7 +110,7 @@ class HeldPort:
             self.taken = False  # already in use by another process: still not free for the program
         self.port = int(self.sock.getsockname()[1]) if self.taken else port
 
-    def __enter__(self) -> "HeldPort":
+    def __enter__(self) -> HeldPort:
         return self
 
     def __exit__(self, *exc: object) -> None:

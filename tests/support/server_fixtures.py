@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import psutil
 import requests
@@ -123,7 +123,7 @@ class RunningServer:
         self.url = ""
         self.ready_timeout = ready_timeout
 
-    def wait_started(self) -> "RunningServer":
+    def wait_started(self) -> RunningServer:
         """Wait for the printed URL and for /v2/health/ready, then remember every process."""
         ready_timeout = self.ready_timeout
         match = self.out.wait_for(URL_RE, ready_timeout)
