@@ -41,6 +41,7 @@ def build_and_install(tmp: Path) -> Path:
     builder = ROOT / ".venv" / "bin" / "python"  # has setuptools: no build-time download needed
     run([str(builder if builder.exists() else sys.executable), "-m", "pip", "wheel", "--quiet", "--no-deps",
          "--no-build-isolation", "-w", str(tmp / "dist"), str(ROOT)], ROOT, 600)
+    shutil.rmtree(ROOT / "build", ignore_errors=True)  # setuptools' staging folder, not part of the checkout
     wheel = next((tmp / "dist").glob("*.whl"))
     step(f"built {wheel.name}")
     run([sys.executable, "-m", "venv", str(tmp / "venv")], tmp, 120)

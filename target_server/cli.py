@@ -2,31 +2,24 @@
 from __future__ import annotations
 
 import argparse
-import errno
-import socket
 import sys
 
 from target_server.config import ServerConfig, WeightsError, env_defaults
+from target_server.ports import port_taken
 
 EXIT_BAD_USAGE = 2
 EXIT_PORT_IN_USE = 3
 
 
 def port_in_use(host: str, port: int) -> str | None:
-    """Say so at once when the address is taken (gunicorn would retry for 5 s, then log a bare error).
-
-    Probed as gunicorn binds: IPv6 for an IPv6 literal, IPv4 otherwise, with SO_REUSEADDR."""
+    """Say so at once when the address is taken (gunicorn would retry for 5 s, then log a bare error)."""
     if port == 0:
         return None
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return f"{host}:{port} is already in use (pick another --port, or --port 0 for any free one)"
-            return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    try:
+        if port_taken(host, port):
+            return f"{host}:{port} is already in use (pick another --port, or --port 0 for any free one)"
+    except OSError as exc:
+        return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
     return None
 
 

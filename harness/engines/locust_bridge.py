@@ -17,12 +17,12 @@ from typing import Any
 
 from harness.engines.base import EngineContext, ProgressMessage, register
 from harness.engines.locust_plan import PARENT_ENV, PLAN_ENV, plan_document, write_plan
-from harness.engines.ports import free_port
 from harness.engines.sample_tail import SampleTail
 from harness.errors import TargetUnusable
 from harness.processes import end_process_group
 from harness.results import layout
 from harness.results.layout import log_tail
+from target_server.ports import free_port
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"  # shipped in the package
 class LocustProcesses:

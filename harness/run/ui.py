@@ -14,7 +14,6 @@ from pathlib import Path
 from harness.analysis import summarize
 from harness.engines.locust_bridge import LocustProcesses
 from harness.engines.locust_plan import plan_document
-from harness.engines.ports import free_port, port_taken
 from harness.engines.web_auth import WEB_AUTH_ENV, parse_credentials
 from harness.errors import EXIT_INTERRUPTED, UserError
 from harness.report.console import summary_table
@@ -27,6 +26,7 @@ from harness.run.target import SystemUnderTest
 from harness.scenario.payload import bodies
 from harness.scenario.plan import LoadPlan, plan_from_scenario
 from harness.scenario.schema import Scenario
+from target_server.ports import free_port, port_taken
 
 DEFAULT_WEB_PORT = 8089  # Locust's own default
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -297,9 +296,7 @@ def write_outputs(verdict: dict[str, Any], junit: Path | None, json_path: Path |
             continue
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
+            layout.atomic_write(path, text)
         except OSError as exc:
             raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
         written.append(path)

@@ -1,4 +1,5 @@
-"""Free and taken TCP ports, probed the way gunicorn and Locust will bind them.
+"""Free and taken TCP ports, probed the way gunicorn and Locust will bind them (the server's own
+check before it starts, and the harness's choice of ports for Locust).
 
 Both bind an IPv6 socket for an IPv6 literal and IPv4 otherwise (no name lookup), with
 SO_REUSEADDR; probing the same way avoids false "taken" or "free" answers.
