@@ -1,6 +1,8 @@
 """The regression gate on synthetic run folders: known regressions caught, equal runs pass, outputs."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import shutil
@@ -11,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness import cli
 from harness.errors import UserError
 from harness.results.layout import expand_repeats
 from harness.workflows import gate
@@ -114,8 +117,12 @@ def test_cli_prints_the_table_and_writes_junit_and_json(tmp_path: Path) -> None:
 
 
 def gate_cli(*args: str) -> tuple[int, str, str]:
-    result = harness("check", *args, timeout=60)
-    return result.returncode, result.stdout, result.stderr
+    """`python -m harness check ARGS` in this process (the same argument parsing and output as the
+    command, without a process start per call)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(["check", *args])
+    return code, out.getvalue(), err.getvalue()
 
 
 def test_ci_tolerances_given_as_check_key_value_as_ci_run_does(tmp_path: Path) -> None:

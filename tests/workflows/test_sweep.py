@@ -49,17 +49,33 @@ class FakeMeasure:
         return json.loads((folder / "summary.json").read_text())
 
 
-@pytest.fixture(params=[None, 2, 4], ids=lambda c: "machine-cores" if c is None else f"{c}-cores")
+def _machine_cores() -> int:
+    import target_server.config
+
+    return target_server.config.available_cores()
+
+
+# the rule's other side from this machine's (4 workers fit from 4 cores on): with the machine's own
+# count, every outcome of the rule is exercised on any machine
+OTHER_SIDE = 4 if _machine_cores() < 4 else 2
+
+
+def cores_ids(value: int | None) -> str:
+    return "machine-cores" if value is None else f"{value}-cores"
+
+
+@pytest.fixture
 def cores(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
     """The cores the sweep sees: this machine's, or pinned (in the sweep's rule and in the server
     config's default torch threads, which both ask target_server.config.available_cores)."""
     import target_server.config
 
-    if request.param is None:
+    pinned = request.param
+    if pinned is None:
         return target_server.config.available_cores()
-    monkeypatch.setattr(target_server.config, "available_cores", lambda: request.param)
-    monkeypatch.setattr(sweep, "available_cores", lambda: request.param)
-    return request.param
+    monkeypatch.setattr(target_server.config, "available_cores", lambda: pinned)
+    monkeypatch.setattr(sweep, "available_cores", lambda: pinned)
+    return pinned
 
 
 def oversubscribes(workers: int, cores: int) -> bool:
@@ -71,6 +87,7 @@ def oversubscribes(workers: int, cores: int) -> bool:
 VALID_PER_WORKERS = 5  # t1 none/global, t4 none/global, t4 none with batching; the rest are invalid
 
 
+@pytest.mark.parametrize("cores", [None, 1, 2, 4, 16], ids=cores_ids, indirect=True)
 def test_invalid_and_oversubscribing_combinations_are_skipped_with_the_reason(tmp_path: Path, cores: int) -> None:
     scenario, _ = load_scenario(write(tmp_path))
     combos = sweep.combinations(scenario, tmp_path / "out")
@@ -88,6 +105,7 @@ def test_invalid_and_oversubscribing_combinations_are_skipped_with_the_reason(tm
     assert sum(c.skip is None for c in combos) == VALID_PER_WORKERS * sum(not oversubscribes(w, cores) for w in (1, 4))
 
 
+@pytest.mark.parametrize("cores", [None, OTHER_SIDE], ids=cores_ids, indirect=True)
 def test_sweep_runs_ranks_writes_the_page_and_resumes(tmp_path: Path, cores: int) -> None:
     path, out, measure = write(tmp_path), tmp_path / "out", FakeMeasure()
     lines: list[str] = []
