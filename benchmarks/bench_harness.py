@@ -20,8 +20,9 @@ Needs the Debian packages `wrk` and `nginx-light` (installed with apt-get when m
    moderate closed-loop load: the harness's p50 within 1 ms of 10 ms. (b) the same server with
    1 ms service time freezing for 1 s in every 5 s, driven by an open-model run at a constant
    200 req/s: the reported p90 and p99 within 20% of their analytic values (derived below).
-context (not run by default; `--only context`): the README's "the tutorial's ThreadPoolExecutor +
-   requests script reaches 0.01 of wrk against nginx, Locust 0.08". Against nginx (POST /predict,
+context (not run by default; `--only context`): how far other Python clients get, as a fraction of
+   wrk (docs/performance.md quotes the last run: the tutorial's script 0.008, Locust FastHttpUser
+   0.032). Against nginx (POST /predict,
    the article's body), 8 connections each: the harness (2 processes x 4 users), the seed article's
    client (a ThreadPoolExecutor of 8 threads calling requests.post, a new connection per request,
    looped for --duration), plain `locust --headless` with FastHttpUser and with HttpUser (one
@@ -399,7 +400,7 @@ def run_locust(tmp: Path, url: str, user_class: str, users: int, seconds: float)
 
 
 def context(args: argparse.Namespace, nginx: str, wrk: str, tmp: Path, commands: list[str]) -> list[Row]:
-    """The README's 'the tutorial's script reaches 0.01 of wrk against nginx, Locust 0.08'."""
+    """Other Python clients as fractions of wrk: the tutorial's script, Locust's two user classes, the harness."""
     print("== context: other Python clients against nginx (fixed JSON body), 8 connections each, every "
           "run paired with a wrk -t2 -c8 run right before it", flush=True)
     work = tmp / "nginx-context"
