@@ -33,7 +33,8 @@ CLOSED = "closed"  # the server closed the connection before answering
 PROTOCOL = "protocol"  # a response the client could not parse
 TOO_LARGE = "too_large"  # a body above the client's limit
 NOT_SENT = "not_sent"  # open model: planned, never sent (no free slot before the run ended)
-ERROR_KINDS = (HTTP_ERROR, TIMEOUT, CONNECT, RESET, CLOSED, PROTOCOL, TOO_LARGE, NOT_SENT)
+TLS = "tls"  # the TLS handshake or a TLS record failed (certificate, protocol, alert)
+ERROR_KINDS = (HTTP_ERROR, TIMEOUT, CONNECT, RESET, CLOSED, PROTOCOL, TOO_LARGE, NOT_SENT, TLS)
 
 
 class Sample(NamedTuple):
