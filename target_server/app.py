@@ -14,6 +14,7 @@ from target_server import metrics, readiness
 from target_server.config import ServerConfig
 from target_server.inference import Forward, Strategy, make_strategy
 from target_server.models import REGISTRY, ModelSpec, build_model, warm_up
+from target_server.requestlog import RequestIdWSGI
 from target_server.routes import JSON, OPEN_PATHS, PREDICT_PATH, BearerCheck, InferenceRoutes
 
 
@@ -68,6 +69,7 @@ def _register_routes(app: Flask, config: ServerConfig, spec: ModelSpec, strategy
     app.add_url_rule("/v2/models/<name>/infer", "v2_infer", methods=["POST"])
     app.add_url_rule("/v2/models/<name>/versions/<version>/infer", "v2_infer", methods=["POST"])
     app.wsgi_app = InferenceRoutes(app.wsgi_app, config, spec, strategy, app.logger)  # type: ignore[method-assign]
+    app.wsgi_app = RequestIdWSGI(app.wsgi_app, log=config.access_log)  # type: ignore[method-assign]
 
     @app.get("/v2/health/live")
     def live() -> Response:

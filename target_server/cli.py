@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import ssl
 import sys
 
 from target_server.config import ServerConfig, WeightsError, env_defaults
@@ -20,6 +21,21 @@ def port_in_use(host: str, port: int) -> str | None:
             return f"{host}:{port} is already in use (pick another --port, or --port 0 for any free one)"
     except OSError as exc:
         return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
+
+
+def tls_files_problem(certfile: str | None, keyfile: str | None) -> str | None:
+    """Load the certificate and key as the server will, so a bad file is one line naming it."""
+    if not (certfile and keyfile):
+        return None
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(certfile, keyfile)
+    except FileNotFoundError as exc:
+        return f"tls: cannot read {exc.filename or certfile}: no such file"
+    except PermissionError as exc:
+        return f"tls: cannot read {exc.filename or certfile}: permission denied"
+    except (ssl.SSLError, OSError) as exc:
+        return f"tls: {certfile} / {keyfile} are not a usable PEM certificate and matching key ({exc})"
     return None
 
 
@@ -56,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         for problem in problems:
             print(f"target_server: error: {problem}", file=sys.stderr)
+        return EXIT_BAD_USAGE
+    bad_tls = tls_files_problem(config.certfile, config.keyfile)
+    if bad_tls:
+        print(f"target_server: error: {bad_tls}", file=sys.stderr)
         return EXIT_BAD_USAGE
     busy = port_in_use(config.host, config.port)
     if busy:

@@ -11,6 +11,7 @@ from typing import Any
 MODEL_NAMES = ("linear", "mlp", "sleep", "noop")
 WORKER_CLASSES = ("sync", "gthread")
 LOCK_MODES = ("none", "global")
+FRAMEWORKS = ("flask", "fastapi")
 ENV_PREFIX = "TARGET_SERVER_"
 
 
@@ -83,6 +84,12 @@ class ServerConfig:
     sleep_ms: float = knob(20.0, "forward time of the sleep model", minimum=0)
     auth_token: str | None = field(default=None, repr=False, metadata={
         "help": "require 'Authorization: Bearer TOKEN'", "choices": None, "minimum": None, "scenario": True})
+    tls: bool = knob(False, "serve HTTPS: with certfile/keyfile, or a self-signed certificate for 127.0.0.1 "
+                            "and localhost made at start (removed at exit)")
+    certfile: str | None = knob(None, "PEM certificate (chain) for tls")
+    keyfile: str | None = knob(None, "PEM private key of certfile")
+    access_log: bool = knob(False, "one line per request on stderr: client, request, status, bytes, "
+                                   "milliseconds and the X-Request-ID header")
     exit_with_parent: bool = knob(False, "stop when the process that started the server dies", scenario=False)
 
     @classmethod
@@ -135,6 +142,10 @@ class ServerConfig:
                 out.append(f"{k.name}: {rule}, got {value}")
         if not 0 <= self.port <= 65535:
             out.append(f"port: {self.port} is outside 0-65535")
+        if (self.certfile or self.keyfile) and not self.tls:
+            out.append("certfile: a certificate or key needs tls: true")
+        if bool(self.certfile) != bool(self.keyfile):
+            out.append("keyfile: give certfile and keyfile together (or neither, for a self-signed certificate)")
         if self.worker_class == "sync" and self.threads > 1:
             out.append("threads: sync workers serve one request at a time; "
                        "use worker_class gthread for threads > 1")
@@ -154,6 +165,8 @@ class ServerConfig:
             parts.append(f"max_batch={self.max_batch} max_wait_ms={self.max_wait_ms:g}")
         if self.model == "sleep":
             parts.append(f"sleep_ms={self.sleep_ms:g}")
+        if self.tls:
+            parts.append("tls")
         return " ".join(parts)
 
     @classmethod

@@ -1,8 +1,8 @@
 """Running the app under gunicorn, with every setting from one ServerConfig and clean shutdown.
 
 The master never builds a model (torch + OpenMP hang after fork when used before it): workers
-import the app factory after fork. Prometheus multiprocess files and readiness markers live in a
-private temporary directory that is removed on exit.
+import the app factory after fork. Prometheus multiprocess files, readiness markers and a self-signed certificate (tls without
+files) live in a private temporary directory that is removed on exit.
 """
 from __future__ import annotations
 
@@ -12,20 +12,23 @@ import signal
 import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
 from target_server.config import ServerConfig
 from target_server.readiness import STATE_DIR_ENV, mark_gone
+from target_server.tls import self_signed
 
 # gthread runs gunicorn's gthread with keep-alive connections kept by their threads (worker.py).
 GUNICORN_WORKER_CLASSES = {"sync": "sync", "gthread": "target_server.worker.KeepAliveThreadWorker"}
 
 
 class TargetServerApplication(BaseApplication):
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, tls_files: tuple[str, str] | None = None) -> None:
         self.server_config = config
+        self.tls_files = tls_files
         super().__init__()
 
     def load_config(self) -> None:
@@ -48,6 +51,8 @@ class TargetServerApplication(BaseApplication):
             "when_ready": self._when_ready,
             "child_exit": _child_exit,
         }
+        if self.tls_files is not None:
+            settings["certfile"], settings["keyfile"] = self.tls_files
         if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25: one shared path collides
             settings["control_socket_disable"] = True
         for key, value in settings.items():
@@ -61,7 +66,8 @@ class TargetServerApplication(BaseApplication):
     def _when_ready(self, server: Any) -> None:
         c = self.server_config
         host, port = server.LISTENERS[0].getsockname()[:2]
-        print(f"target_server listening on http://{host}:{port} ({c.describe()})", flush=True)
+        scheme = "https" if self.tls_files else "http"
+        print(f"target_server listening on {scheme}://{host}:{port} ({c.describe()})", flush=True)
         if c.exit_with_parent:
             _watch_parent(os.getppid())
 
@@ -104,8 +110,15 @@ def serve(config: ServerConfig) -> int:
     threads = str(config.resolved_torch_threads)
     os.environ.setdefault("OMP_NUM_THREADS", threads)
     os.environ.setdefault("MKL_NUM_THREADS", threads)
+    tls_files: tuple[str, str] | None = None
+    if config.tls:
+        if config.certfile and config.keyfile:
+            tls_files = (config.certfile, config.keyfile)
+        else:
+            cert, key = self_signed(Path(state_dir) / "tls")
+            tls_files = (str(cert), str(key))
     try:
-        TargetServerApplication(config).run()
+        TargetServerApplication(config, tls_files).run()
     except SystemExit as exc:
         return int(exc.code or 0)
     finally:

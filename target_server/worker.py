@@ -34,8 +34,14 @@ class KeepAliveThreadWorker(ThreadWorker):
             pipelined = bool(conn.parser.unreader.buf.getvalue())  # gunicorn 27's internals
         except AttributeError:  # another gunicorn: hand the connection back, as plain gthread does
             return False
-        if pipelined:  # the next request is already read
+        if pipelined or _tls_pending(conn.sock):  # the next request is already read (or decrypted)
             return True
         poller = select.poll()
         poller.register(conn.sock.fileno(), select.POLLIN)
         return bool(poller.poll(LINGER_S * 1000))
+
+
+def _tls_pending(sock: Any) -> bool:
+    """Bytes TLS already decrypted are in the SSL object, not the socket: poll would not see them."""
+    pending = getattr(sock, "pending", None)
+    return bool(pending()) if pending is not None else False

@@ -22,7 +22,7 @@ import requests
 
 from tests.support import ROOT as REPO
 
-URL_RE = re.compile(r"target_server listening on (http://\S+)")
+URL_RE = re.compile(r"target_server listening on (https?://\S+)")
 ARTICLE_INPUT = [[1.0, 2.0, 3.0]]
 
 
@@ -107,7 +107,8 @@ def survivors(procs: list[psutil.Process], timeout: float) -> list[psutil.Proces
 
 
 class RunningServer:
-    def __init__(self, argv: list[str], *, launcher: list[str] | None = None, ready_timeout: float = 60.0):
+    def __init__(self, argv: list[str], *, launcher: list[str] | None = None, ready_timeout: float = 60.0,
+                 verify: bool | str = True):
         if launcher is None and "--port" not in argv:
             argv = [*argv, "--port", "0"]  # a kernel-chosen port, never the default 8000
         self.argv = argv
@@ -122,6 +123,7 @@ class RunningServer:
         self.procs: list[psutil.Process] = []
         self.url = ""
         self.ready_timeout = ready_timeout
+        self.verify = verify  # for https: a CA file, or False for a certificate nobody can check
 
     def wait_started(self) -> RunningServer:
         """Wait for the printed URL and for /v2/health/ready, then remember every process."""
@@ -141,7 +143,7 @@ class RunningServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if requests.get(self.url + "/v2/health/ready", timeout=2).status_code == 200:
+                if requests.get(self.url + "/v2/health/ready", timeout=2, verify=self.verify).status_code == 200:
                     return
             except requests.RequestException:
                 pass
