@@ -73,7 +73,7 @@ class Run:
         self.interrupted = False
         self.target = SystemUnderTest(scenario.target, self.base_dir, run_dir, self.say)
         self.failures: list[str] = []
-        self.notes: list[str] = []
+        self.notes: list[str] = list(self.plan.notes)
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -113,6 +113,8 @@ class Run:
         scraper: MetricsScraper | None = None
         self.say(f"load: {plan.model} model, {len(plan.segments)} stage(s), {plan.duration:g} s "
                  f"(warm-up {plan.warmup:g} s), {self._generators()}; run folder {self.run_dir}")
+        for note in plan.notes:
+            self.say(f"note: {note}")
         try:
             t0 = engine.start()
             roles = {"generator": lambda: engine.pids, "harness": lambda: [os.getpid()]}

@@ -65,11 +65,29 @@ def _check_files(scenario: Scenario, base_dir: Path) -> list[str]:
             problems.append(f"target.payload_file: cannot read {path}: {exc.strerror or exc}")
         except ValueError as exc:
             problems.append(f"target.payload_file: {path} is not valid JSON: {exc}")
+    problems += _check_trace(scenario, base_dir)
     if target.server is not None and target.server.weights is not None:
         path = resolve(base_dir, target.server.weights)
         if not path.is_file():
             problems.append(f"target.server.weights: no such file {path}")
     return problems
+
+
+def _check_trace(scenario: Scenario, base_dir: Path) -> list[str]:
+    """Read `load.trace` now (every bad line located), and name it by absolute path from here on."""
+    from harness.scenario.plan import read_scenario_trace
+
+    load = scenario.load
+    if load.trace is None:
+        return []
+    load.trace = load.trace.model_copy(update={"path": str(resolve(base_dir, load.trace.path).absolute())})
+    try:
+        trace = read_scenario_trace(scenario)
+    except UserError as exc:
+        return [f"load.trace: {m}" for m in exc.messages]
+    if load.warmup >= trace.duration:
+        return [f"load.warmup ({load.warmup:g} s) leaves nothing to measure in the trace's {trace.duration:g} s"]
+    return []
 
 
 def resolve(base_dir: Path, name: str) -> Path:

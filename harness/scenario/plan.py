@@ -2,14 +2,15 @@
 
 Closed model: target = concurrent users. Open model: target = arrivals per second, and the plan
 yields every request's intended send time (constant spacing or seeded Poisson), lazily in chunks
-so a long soak at a high rate does not hold millions of timestamps in memory.
+so a long soak at a high rate does not hold millions of timestamps in memory. A trace replay
+(`arrival: "trace"`) is an open-model plan of one stage whose arrival times are the trace's own.
 """
 from __future__ import annotations
 
 import bisect
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from harness.scenario.schema import Scenario
+    from harness.scenario.trace import Trace
 
 CHUNK = 4096
 
@@ -48,8 +50,10 @@ class LoadPlan:
     model: str  # "closed" | "open"
     segments: tuple[Segment, ...]
     warmup: float = 0.0
-    arrival: str = "constant"
+    arrival: str = "constant"  # "constant" | "poisson" | "trace"
     seed: int = 0
+    times: np.ndarray | None = field(default=None, compare=False)  # trace: every arrival, sorted
+    notes: tuple[str, ...] = ()  # what the run should say about its plan (a trace replayed sorted)
 
     @classmethod
     def from_stages(cls, model: str, stages: list[tuple[float, float]], *, start: float = 0.0,
@@ -63,14 +67,29 @@ class LoadPlan:
             t, previous, area = seg.stop, float(target), area + seg.area
         return cls(model, tuple(segments), warmup, arrival, seed)
 
+    @classmethod
+    def from_times(cls, times: np.ndarray, duration: float, *, warmup: float = 0.0,
+                   notes: tuple[str, ...] = ()) -> LoadPlan:
+        """Open model at recorded arrival times (sorted seconds from the start), in one stage whose
+        target is their mean rate; what each window offered is the times' own count."""
+        rate = len(times) / duration
+        segment = Segment(0.0, float(duration), rate, rate, 0.0)
+        return cls("open", (segment,), warmup, "trace", 0, np.asarray(times, dtype=np.float64), notes)
+
     def to_dict(self) -> dict[str, Any]:
         """The plan as JSON-able data (the Locust plan file carries it to other processes)."""
-        return {"model": self.model, "stages": [[s.duration, s.end] for s in self.segments],
-                "start": self.segments[0].begin, "warmup": self.warmup, "arrival": self.arrival,
-                "seed": self.seed}
+        doc = {"model": self.model, "stages": [[s.duration, s.end] for s in self.segments],
+               "start": self.segments[0].begin, "warmup": self.warmup, "arrival": self.arrival,
+               "seed": self.seed}
+        if self.times is not None:
+            doc["times"] = self.times.tolist()
+        return doc
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> LoadPlan:
+        if doc.get("times") is not None:
+            return cls.from_times(np.asarray(doc["times"], dtype=np.float64), float(doc["stages"][0][0]),
+                                  warmup=float(doc["warmup"]))
         return cls.from_stages(doc["model"], [(float(d), float(t)) for d, t in doc["stages"]],
                                start=float(doc["start"]), warmup=float(doc["warmup"]),
                                arrival=doc["arrival"], seed=int(doc["seed"]))
@@ -125,6 +144,8 @@ class LoadPlan:
     def expected_requests(self, until: float | None = None) -> float:
         """Integral of the rate from 0 to `until` (default: the whole plan)."""
         until = self.duration if until is None else min(until, self.duration)
+        if self.times is not None:  # a trace: the arrivals before `until`, counted
+            return float(np.searchsorted(self.times, until, side="left"))
         seg = self.segments[self._index(until)]
         if until >= seg.stop:
             return seg.cumulative + seg.area
@@ -154,6 +175,11 @@ class LoadPlan:
         Request k of the whole plan goes to part k % parts, so parts interleave evenly and
         together give exactly the single-generator schedule.
         """
+        if self.times is not None:
+            mine = self.times[part::parts]
+            for i in range(0, len(mine), CHUNK):
+                yield from mine[i:i + CHUNK].tolist()
+            return
         total = self.expected_requests()
         rng = np.random.default_rng(self.seed)
         index = 0
@@ -173,6 +199,8 @@ class LoadPlan:
 
     def planned_count(self, part: int = 0, parts: int = 1) -> int:
         """How many arrivals `arrivals(part, parts)` yields (constant: exact without generating)."""
+        if self.times is not None:
+            return max(0, (len(self.times) - part + parts - 1) // parts)
         if self.arrival == "constant":
             total = math.ceil(self.expected_requests() - 0.5)
             return max(0, (total - part + parts - 1) // parts)
@@ -180,6 +208,8 @@ class LoadPlan:
 
     def describe_stage(self, i: int) -> str:
         seg = self.segments[i]
+        if self.times is not None:
+            return f"trace replay: {len(self.times)} arrivals over {seg.duration:g}s (mean {seg.end:.4g} req/s)"
         unit = "users" if self.model == "closed" else "req/s"
         if seg.duration <= 0:
             return f"jump to {seg.end:g} {unit}"
@@ -189,6 +219,20 @@ class LoadPlan:
 
 
 def plan_from_scenario(scenario: Scenario) -> LoadPlan:
+    """The scenario's plan; a trace is read from `load.trace.path` (made absolute by loading)."""
     load = scenario.load
+    if load.trace is not None:
+        trace = read_scenario_trace(scenario)
+        return LoadPlan.from_times(trace.times, trace.duration, warmup=load.warmup, notes=trace.notes)
     return LoadPlan.from_stages(load.model, [(s.duration, s.target) for s in load.stages], start=load.start,
                                 warmup=load.warmup, arrival=load.arrival, seed=load.seed)
+
+
+def read_scenario_trace(scenario: Scenario) -> Trace:
+    """The trace `load.trace` names, read (and cached) by harness.scenario.trace."""
+    from harness.scenario.trace import read_trace
+
+    spec = scenario.load.trace
+    assert spec is not None
+    return read_trace(spec.path, time_field=spec.time_field, unit=spec.unit, speed=spec.speed,
+                      body_field=spec.body_field)

@@ -177,13 +177,33 @@ class Stage(Strict):
                                       "requests/second (open model) at the end of the stage")
 
 
+class Trace(Strict):
+    """Replay recorded arrival times (open model): one request per line of a jsonl or csv file."""
+
+    path: str = Field(description="the trace (relative to the scenario file): `.jsonl`, one JSON object a "
+                                  "line, or `.csv` with a header line naming its columns")
+    time_field: str = Field("timestamp", min_length=1,
+                            description="the key (jsonl) or column (csv) of each arrival's time: relative "
+                                        "offsets or absolute timestamps; the replay starts at the earliest")
+    unit: Literal["s", "ms"] = Field("s", description="unit of the times")
+    speed: float = Field(1.0, gt=0, le=1000, description="replay speed: 2 replays twice as fast")
+    body_field: str | None = Field(None, min_length=1,
+                                   description="the key (jsonl: any JSON value) or column (csv: JSON text) "
+                                               "of each arrival's request body; null: target's body")
+
+
 class Load(Strict):
     model: Literal["closed", "open"] = Field("closed",
                                              description="closed: target = concurrent "
-                                                         "users; open: target = requests/second")
-    stages: list[Stage] = Field(min_length=1,
+                                                         "users; open: target = requests/second "
+                                                         "(implied by a trace)")
+    stages: list[Stage] = Field(default_factory=list, min_length=1,
                                 description="each moves linearly from the previous target to "
-                                            "its own (k6 style); repeating a target holds it")
+                                            "its own (k6 style); repeating a target holds it; "
+                                            "none with a trace")
+    trace: Trace | None = Field(None,
+                                description="open model at a recorded trace's arrival times instead of "
+                                            "stages; the run lasts as long as the trace (÷ speed)")
     start: float = Field(0.0, ge=0, description="target before the first stage")
     warmup: Duration = Field(Duration(0.0), description="excluded from the summary")
     arrival: Literal["constant", "poisson"] = Field("constant",
@@ -192,8 +212,25 @@ class Load(Strict):
     seed: int = Field(0, description="Poisson seed")
     max_in_flight: int = Field(256, ge=1, le=4096, description="open model: cap on requests in flight (threads)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _trace_is_open(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("trace") is not None and "model" not in data:
+            return {**data, "model": "open"}
+        return data
+
     @model_validator(mode="after")
     def sane(self) -> Load:
+        if self.trace is not None:
+            if self.stages:
+                raise ValueError("give stages or a trace, not both (a trace sets its own arrival times)")
+            if self.model != "open":
+                raise ValueError("a trace drives the open model; drop model: closed")
+            if self.arrival != "constant":
+                raise ValueError("arrival does not apply to a trace (its arrival times are recorded)")
+            return self
+        if not self.stages:
+            raise ValueError("give stages (or a trace to replay)")
         total = sum(s.duration for s in self.stages)
         if total <= 0:
             raise ValueError("the stages add up to 0 s; give at least one stage a duration")

@@ -36,6 +36,8 @@ def load_scaled(path: Path, overrides: list[str], duration: str | None = None) -
         raise UserError(f"--duration: {exc}") from None
     if total <= 0:
         raise UserError("--duration must be positive")
+    if scenario.load.trace is not None:
+        raise UserError("--duration cannot rescale a trace replay; set load.trace.speed instead")
     factor = total / scenario.duration
     extra = [f"load.stages[{i}].duration={s.duration * factor!r}" for i, s in enumerate(scenario.load.stages)]
     extra.append(f"load.warmup={scenario.load.warmup * factor!r}")
@@ -128,8 +130,9 @@ def validate_command(paths: list[str]) -> int:
     for name in paths:
         try:
             scenario, _ = load_scenario(name)
-            print(f"{name}: ok ({scenario.load.model} model, {len(scenario.load.stages)} stage(s), "
-                  f"{scenario.duration:g} s)")
+            shape = ("a trace replay" if scenario.load.trace is not None
+                     else f"{len(scenario.load.stages)} stage(s), {scenario.duration:g} s")
+            print(f"{name}: ok ({scenario.load.model} model, {shape})")
         except UserError as exc:
             problems += exc.messages
     if problems:
