@@ -59,6 +59,7 @@ class Response(NamedTuple):  # a tuple: three times cheaper to build than a froz
     body_bytes: int
     server_timing: bytes | None
     keep_alive: bool
+    body: bytes | None = None  # the body itself, only when the request asked to keep it
 
 
 class _Stale(Exception):
@@ -76,6 +77,7 @@ class Connection:
         self._armed = 0.0  # the kernel send/receive timeout set on self.sock, seconds
         self._rearm_below = 0.0  # re-arm when less time than this is left
         self._buf = bytearray(RECV_BYTES)
+        self._keep = False  # keep the body of the response being read (a checked request)
         self._view = memoryview(self._buf)
 
     def close(self) -> None:
@@ -134,9 +136,12 @@ class Connection:
         self._armed = seconds
         self._rearm_below = seconds - max(DEADLINE_SLACK, 0.01 * seconds)
 
-    def request(self, raw: bytes, timeout: float) -> Response:
-        """Send prebuilt request bytes and read the whole response within `timeout` seconds."""
+    def request(self, raw: bytes, timeout: float, keep_body: bool = False) -> Response:
+        """Send prebuilt request bytes and read the whole response within `timeout` seconds.
+
+        The body is counted, not kept, unless `keep_body` (a response check needs it)."""
         deadline = time.monotonic() + timeout
+        self._keep = keep_body
         for attempt in (0, 1):
             sock = self.sock
             if sock is None:
@@ -266,23 +271,30 @@ class Connection:
                     keep_alive = True
             else:
                 timing = value.strip()
+        parts: list[bytes] | None = [] if self._keep else None  # the body's pieces, when kept
         if status < 200 or status in (204, 304):
-            return Response(status, 0, timing, keep_alive)
+            return Response(status, 0, timing, keep_alive, None if parts is None else b"")
         if chunked:
-            size = self._read_chunked(sock, buf[body_at:], deadline)
+            size = self._read_chunked(sock, buf[body_at:], deadline, parts)
         elif length >= 0:
             if length > self.max_body:
                 raise RequestFailed(TOO_LARGE, f"body of {length} bytes exceeds {self.max_body}")
             size = len(buf) - body_at
+            if parts is not None:
+                parts.append(buf[body_at:])
             while size < length:
                 got = self._recv_into(sock, deadline)
                 if not got:
                     raise RequestFailed(CLOSED, f"body truncated at {size} of {length} bytes")
                 size += got
+                if parts is not None:
+                    parts.append(self._view[:got].tobytes())
             if size > length:
                 raise RequestFailed(PROTOCOL, f"{size - length} bytes beyond Content-Length")
         else:
             size = len(buf) - body_at
+            if parts is not None:
+                parts.append(buf[body_at:])
             keep_alive = False
             while True:
                 got = self._recv_into(sock, deadline)
@@ -291,9 +303,11 @@ class Connection:
                 size += got
                 if size > self.max_body:
                     raise RequestFailed(TOO_LARGE, f"body exceeds {self.max_body} bytes")
-        return Response(status, size, timing, keep_alive)
+                if parts is not None:
+                    parts.append(self._view[:got].tobytes())
+        return Response(status, size, timing, keep_alive, None if parts is None else b"".join(parts))
 
-    def _read_chunked(self, sock: socket.socket, buf: bytes, deadline: float) -> int:
+    def _read_chunked(self, sock: socket.socket, buf: bytes, deadline: float, parts: list[bytes] | None) -> int:
         total = 0
         pos = 0
         while True:
@@ -328,6 +342,8 @@ class Connection:
                 buf = self._more(sock, buf, deadline)
             if buf[pos + size:pos + size + 2] != b"\r\n":
                 raise RequestFailed(PROTOCOL, "chunk not followed by CRLF")
+            if parts is not None:
+                parts.append(buf[pos:pos + size])
             pos += size + 2
             if pos > 65536:  # drop consumed bytes so long streams stay cheap
                 buf, pos = buf[pos:], 0

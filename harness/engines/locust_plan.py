@@ -27,6 +27,7 @@ from harness.results.samples import (
     Sample,
     parse_server_timing,
 )
+from harness.scenario import expect
 from harness.scenario.plan import LoadPlan
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ class Bridge:
     max_in_flight: int = 256
     workers: int = 1
     run_dir: str | None = None
+    expect: dict[str, Any] | None = None  # response checks (harness.scenario.expect.resolve)
 
     @classmethod
     def from_environment(cls) -> Bridge:
@@ -75,6 +77,7 @@ def plan_document(scenario: Scenario, plan: LoadPlan, bodies: list[bytes], heade
         "max_in_flight": scenario.load.max_in_flight,
         "workers": max(scenario.locust.workers + scenario.locust.remote_workers, 1),
         "run_dir": str(run_dir) if run_dir else None,
+        "expect": expect.resolve(scenario),
     }
 
 
@@ -130,3 +133,13 @@ def response_row(intended: float, start: float, end: float, response: Any, stage
         timing = parse_server_timing(value.encode("latin-1")) if value else None
     queue, infer, total = timing if timing else (None, None, None)
     return Sample(intended, start, end, status, error, size, stage, gen, queue, infer, total)
+
+
+def checked_row(row: Sample, response: Any, checker: expect.Checker) -> tuple[Sample, str | None]:
+    """The row as the response checks judge it, and why it failed (None: it did not). Only a
+    response that arrived is judged; only a sampled one hands over its body."""
+    if not row.status or row.error not in (OK, HTTP_ERROR):
+        return row, None
+    body = (response.content or b"") if checker.wants_body() else None
+    error, reason = checker.judge(row.status, body)
+    return (row if error == row.error else row._replace(error=error)), reason

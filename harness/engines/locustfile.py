@@ -21,10 +21,12 @@ import gevent
 from locust import FastHttpUser, LoadTestShape, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
-from harness.engines.locust_plan import PARENT_ENV, Bridge, Clock, response_row
+from harness.engines.locust_plan import PARENT_ENV, Bridge, Clock, checked_row, response_row
 from harness.engines.web_auth import WEB_AUTH_ENV, parse_credentials, require_basic_auth
 from harness.results import layout
+from harness.results.checks import CheckLog
 from harness.results.samples import RelayedSamples, Sample, SampleWriter, format_row, not_sent, shifted
+from harness.scenario.expect import Checker
 from harness.scenario.plan import LoadPlan
 
 BRIDGE = Bridge.from_environment()
@@ -36,16 +38,23 @@ RELAY_INTERVAL = 0.5
 CLOCK = Clock()
 STATE: dict[str, Any] = {"gen": 0, "rows": [], "writer": None, "writers": {}, "arrivals": iter(()),
                          "master_wall": 0.0, "runner": None, "pending": 0, "exhausted": False,
-                         "worker_pending": {}}
+                         "worker_pending": {}, "checker": None, "reasons": {}, "relayed_rows": {},
+                         "check_logs": {}}
 ARRIVAL_LOCK = threading.Lock()  # a gevent lock after monkey-patching
 
 
-def record(row: Sample) -> None:
+def record(row: Sample, reason: str | None = None) -> None:
+    """Queue a row (with why its response check failed, if it did) for the local file or the master."""
     writer = STATE["writer"]
     if writer is not None:
+        if reason is not None:
+            writer.reasons[id(row)] = reason
         writer.append(row)
     elif isinstance(STATE["runner"], WorkerRunner):
+        if reason is not None:
+            STATE["reasons"][id(row)] = reason
         STATE["rows"].append(row)
+
 
 
 def stage_at(t: float) -> int:
@@ -57,7 +66,12 @@ def send(user: FastHttpUser, intended: float, i: int) -> None:
     response = user.client.request(BRIDGE.method, BRIDGE.endpoint, data=BODIES[i % len(BODIES)],  # type: ignore[arg-type]
                                    headers=BRIDGE.headers, name=BRIDGE.endpoint)
     end = CLOCK.now()
-    record(response_row(intended, start, end, response, stage_at(intended), STATE["gen"]))
+    row = response_row(intended, start, end, response, stage_at(intended), STATE["gen"])
+    checker = STATE["checker"]
+    if checker is None:
+        record(row)
+    else:
+        record(*checked_row(row, response, checker))
 
 
 class PlanUser(FastHttpUser):
@@ -174,6 +188,8 @@ def on_test_start(environment: Any, **_: Any) -> None:
     if PLAN is not None and BRIDGE.mode == "open":
         parts = BRIDGE.workers if isinstance(runner, WorkerRunner) else 1
         STATE["arrivals"] = PLAN.arrivals(STATE["gen"] % parts, parts)
+    if BRIDGE.expect is not None:
+        STATE["checker"] = Checker(BRIDGE.expect, STATE["gen"])
 
 
 def relay_rows(runner: WorkerRunner) -> None:
@@ -191,12 +207,17 @@ def flush_to_master(runner: WorkerRunner) -> None:
 
     Until the master's clock message has arrived, rows wait here."""
     text = ""
+    checks: list[tuple[int, str]] = []  # (index of the row in `text`, why its check failed)
     if STATE["master_wall"]:
         rows, STATE["rows"] = STATE["rows"], []
         offset = CLOCK.wall - STATE["master_wall"]
         text = "".join(format_row(shifted(row, offset)) for row in rows)
+        reasons = STATE["reasons"]
+        if reasons:
+            checks = [(i, reasons.pop(id(row))) for i, row in enumerate(rows) if id(row) in reasons]
     runner.send_message("harness_samples", {"gen": STATE["gen"], "text": text, "pending": STATE["pending"],
-                                            "exhausted": STATE["exhausted"]})
+                                            "exhausted": STATE["exhausted"], "checks": checks})
+
 
 
 def on_worker_rows(environment: Any, msg: Any, **_: Any) -> None:
@@ -209,6 +230,14 @@ def on_worker_rows(environment: Any, msg: Any, **_: Any) -> None:
     if relayed is None:
         relayed = STATE["writers"][gen] = RelayedSamples(layout.samples_file(BRIDGE.run_dir, gen))
     relayed.write(data["text"])
+    base = STATE["relayed_rows"].get(gen, 0)  # rows of this worker already in its file
+    STATE["relayed_rows"][gen] = base + data["text"].count("\n")
+    if data.get("checks"):
+        log = STATE["check_logs"].get(gen)
+        if log is None:
+            log = STATE["check_logs"][gen] = CheckLog(layout.checks_file(layout.samples_file(BRIDGE.run_dir, gen)))
+        log.write([(base + int(i) + 1, str(reason)) for i, reason in data["checks"]])
+
 
 
 @events.test_stop.add_listener
@@ -231,6 +260,9 @@ def on_quitting(environment: Any, **_: Any) -> None:
         if writer is not None:
             writer.close()
     STATE["writer"], STATE["writers"] = None, {}
+    for log in STATE["check_logs"].values():
+        log.close()
+    STATE["check_logs"] = {}
     if BRIDGE.run_dir and not isinstance(runner, WorkerRunner):
         status = {"cpu_warning": bool(getattr(runner, "cpu_warning_emitted", False)
                                       or getattr(runner, "worker_cpu_warning_emitted", False)),

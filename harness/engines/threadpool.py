@@ -29,6 +29,7 @@ from harness.engines.base import EngineContext, ProgressMessage, register
 from harness.engines.http_client import Connection, RequestFailed, request_bytes
 from harness.results import layout
 from harness.results.samples import CONNECT, HTTP_ERROR, OK, Sample, SampleWriter, not_sent
+from harness.scenario import expect
 from harness.scenario.plan import LoadPlan
 
 PROGRESS_INTERVAL = 1.0
@@ -50,6 +51,7 @@ class GeneratorSpec:
     plan: LoadPlan
     max_in_flight: int
     samples_path: str
+    expect: dict[str, Any] | None = None  # response checks (harness.scenario.expect.resolve); None: none
 
 
 @dataclass
@@ -74,6 +76,7 @@ class _Generator:
         self._arrivals: Iterator[float] = iter(())
         self._arrival_lock = threading.Lock()
         self._stage_span = (0.0, -1.0, 0)  # (from, until, stage): the stage of intended times in it
+        self.checker = expect.Checker(spec.expect, spec.gen) if spec.expect is not None else None
 
     def _connected(self, send_at_start: bool) -> Connection | None:
         """The thread's connection, waiting for the common start; None if stopped before it.
@@ -111,10 +114,12 @@ class _Generator:
         Returns True when the connection was refused (the request never reached the server)."""
         t0 = self.t0
         counters = self.counters
+        check = self.checker
+        keep = check is not None and check.wants_body()  # only a sampled check keeps the body
         self.in_flight += 1
         start = time.monotonic()
         try:
-            response = conn.request(raw, self.spec.timeout)
+            response = conn.request(raw, self.spec.timeout, keep)
         except RequestFailed as exc:
             end = time.monotonic()
             row = tuple.__new__(Sample, (intended, start - t0, end - t0, 0, exc.kind, 0, self._stage_of(intended),
@@ -125,7 +130,12 @@ class _Generator:
             refused = False
             end = time.monotonic()
             status = response.status
-            if status >= 400:
+            reason = None
+            if check is not None:
+                error, reason = check.judge(status, response.body)
+                if error:
+                    counters.errors += 1
+            elif status >= 400:
                 error = HTTP_ERROR
                 counters.errors += 1
             else:
@@ -137,6 +147,8 @@ class _Generator:
             # a Sample built as a tuple (every field, in order): half the cost of Sample(...) per request
             row = tuple.__new__(Sample, (intended, start - t0, end - t0, status, error, response.body_bytes, stage,
                                          self.spec.gen, response.server_timing, None, None))
+            if reason is not None:
+                self.writer.reasons[id(row)] = reason  # before the row is queued (results.checks)
         self.in_flight -= 1
         self.writer.append(row)
         counters.sent += 1
@@ -394,5 +406,6 @@ def threadpool_engine(context: EngineContext) -> ThreadPoolEngine:
     return ThreadPoolEngine([GeneratorSpec(gen=g, parts=parts, host=context.host, port=context.port,
                                            requests=raws, timeout=target.timeout, plan=context.plan,
                                            max_in_flight=scenario.load.max_in_flight,
-                                           samples_path=str(layout.samples_file(context.run_dir, g)))
+                                           samples_path=str(layout.samples_file(context.run_dir, g)),
+                                           expect=expect.resolve(scenario))
                              for g in range(parts)])

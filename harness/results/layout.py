@@ -23,6 +23,7 @@ META = "run.json"  # the run's metadata, written before the load starts
 SUMMARY = "summary.json"
 REPORT = "report.html"
 SAMPLES_GLOB = "samples-*.csv*"  # one per generator process, optionally gzip-compressed
+CHECKS_GLOB = "checks-*.csv*"  # failed response checks of each generator: row, reason
 RESOURCES = "resources.csv"
 METRICS = "metrics.csv"
 SERVER_LOG = "server.log"
@@ -40,6 +41,16 @@ REPEAT_NAME = re.compile(r"^repeat-(\d+)$")  # RUN_DIR/repeat-K: one of `repeat:
 def samples_file(run_dir: Path | str, gen: int) -> Path:
     """The sample file generator process (or Locust worker) `gen` writes."""
     return Path(run_dir) / f"samples-{gen}.csv"
+
+
+def checks_file(samples: Path | str) -> Path:
+    """The failed-checks side file of a sample file (`samples-3.csv` -> `checks-3.csv`)."""
+    samples = Path(samples)
+    return samples.with_name(f"checks-{generator_of(samples)}.csv")
+
+
+def checks_files(run_dir: Path | str) -> list[Path]:
+    return sorted(p for p in Path(run_dir).glob(CHECKS_GLOB) if p.suffix in (".csv", ".gz"))
 
 
 def sample_files(run_dir: Path | str) -> list[Path]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from harness.results import layout
+from harness.results.checks import CheckLog
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,7 +35,8 @@ PROTOCOL = "protocol"  # a response the client could not parse
 TOO_LARGE = "too_large"  # a body above the client's limit
 NOT_SENT = "not_sent"  # open model: planned, never sent (no free slot before the run ended)
 TLS = "tls"  # the TLS handshake or a TLS record failed (certificate, protocol, alert)
-ERROR_KINDS = (HTTP_ERROR, TIMEOUT, CONNECT, RESET, CLOSED, PROTOCOL, TOO_LARGE, NOT_SENT, TLS)
+CHECK = "check"  # a response that failed target.expect (why: checks-<gen>.csv, results.checks)
+ERROR_KINDS = (HTTP_ERROR, TIMEOUT, CONNECT, RESET, CLOSED, PROTOCOL, TOO_LARGE, NOT_SENT, TLS, CHECK)
 
 
 class Sample(NamedTuple):
@@ -134,6 +136,10 @@ class SampleWriter:
         self._thread.start()
         self.written = 0
         self.unwritable = 0
+        # id(row) -> why its response check failed, set before the row is appended; written with
+        # the row's number to checks-<gen>.csv (harness.results.checks)
+        self.reasons: dict[int, str] = {}
+        self._checks: CheckLog | None = None
 
     def append(self, row: Sample) -> None:  # replaced per instance by deque.append (see __init__)
         self._rows.append(row)
@@ -146,17 +152,26 @@ class SampleWriter:
         """Write every queued row, FLUSH_CHUNK lines per write(): each write releases the GIL, so
         request threads waiting for it are not held up by a long batch. A row that cannot be
         formatted (a bug) is reported and skipped; it never costs the rows around it."""
-        rows = self._rows
+        rows, reasons = self._rows, self.reasons
         while rows:
             lines: list[str] = []
+            failed: list[tuple[int, str]] = []
             while rows and len(lines) < FLUSH_CHUNK:
                 row = rows.popleft()
                 try:
                     lines.append(format_row(row))
                 except (TypeError, ValueError):
                     self._report_bad_row(row)
+                    reasons.pop(id(row), None)
+                    continue
+                if reasons and (reason := reasons.pop(id(row), None)) is not None:
+                    failed.append((self.written + len(lines), reason))
             os.write(self._fd, "".join(lines).encode())
             self.written += len(lines)
+            if failed:
+                if self._checks is None:
+                    self._checks = CheckLog(layout.checks_file(self.path))
+                self._checks.write(failed)
 
     def _report_bad_row(self, row: Any) -> None:
         self.unwritable += 1
@@ -169,6 +184,8 @@ class SampleWriter:
         self._thread.join()
         self.flush()
         os.close(self._fd)
+        if self._checks is not None:
+            self._checks.close()
 
 
 class RelayedSamples:

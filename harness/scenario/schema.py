@@ -22,6 +22,7 @@ from pydantic import (
 
 from harness.results import figures
 from harness.scenario import messages as schema_errors
+from harness.scenario.expect import parse_path
 from harness.scenario.thresholds import Threshold, parse_threshold
 from harness.scenario.units import parse_duration
 from target_server.config import Knob, ServerConfig
@@ -95,6 +96,38 @@ class Generate(Strict):
         return shape
 
 
+class Expect(Strict):
+    """Response checks: what a response must be to count as a success (else an error of kind check)."""
+
+    status: list[int] = Field([200], min_length=1,
+                              description="statuses that pass (checked on every response); another "
+                                          "status >= 400 stays an error of kind http")
+    json_path: str | None = Field(None,
+                                  description="the body must be JSON with a field at this path, e.g. "
+                                              "`predictions` or `outputs[0].data`")
+    equals: Any = Field(None, description="... equal to this value (the whole body without json_path)")
+    contains: str | None = Field(None, min_length=1, description="the body must contain this text")
+    sample: float = Field(1.0, ge=0, le=1,
+                          description="fraction of responses whose body is checked (seeded); only "
+                                      "those keep and parse their body")
+    seed: int = Field(0, description="seed of the sampled fraction")
+
+    @field_validator("json_path")
+    @classmethod
+    def readable_path(cls, path: str | None) -> str | None:
+        if path is not None:
+            parse_path(path)
+        return path
+
+    @field_validator("status")
+    @classmethod
+    def http_statuses(cls, statuses: list[int]) -> list[int]:
+        bad = [s for s in statuses if not 100 <= s <= 599]
+        if bad:
+            raise ValueError(f"not HTTP statuses: {bad}")
+        return statuses
+
+
 class Target(Strict):
     server: ServerSettings | None = Field(None,
                                           description="start the bundled server with these "
@@ -120,6 +153,9 @@ class Target(Strict):
     scrape_metrics: bool = Field(True,
                                  description="GET /metrics about once a second "
                                              "into metrics.csv (quietly off on 404)")
+    expect: Expect | None = Field(None,
+                                  description="response checks; without it, the bundled server's "
+                                              "/predict must answer `predictions` and v2 `outputs`")
 
     @field_validator("url")
     @classmethod
