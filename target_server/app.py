@@ -1,9 +1,12 @@
-"""The Flask app factory: endpoints, auth and JSON errors (the inference POSTs live in routes.py).
+"""The Flask app factory: endpoints, auth and JSON errors (the inference POSTs live in routes.py,
+what they and the GET documents answer in service.py, which the FastAPI twin shares).
 
 `create_app` runs inside each gunicorn worker (after fork): it builds the model, warms it up and
 only then returns, so a worker never accepts a request before it can answer it.
 """
 from __future__ import annotations
+
+import logging
 
 import orjson
 import torch
@@ -12,10 +15,11 @@ from werkzeug.exceptions import HTTPException
 
 from target_server import metrics, readiness
 from target_server.config import ServerConfig
-from target_server.inference import Forward, Strategy, make_strategy
-from target_server.models import REGISTRY, ModelSpec, build_model, warm_up
+from target_server.inference import Forward, make_strategy
+from target_server.models import REGISTRY, build_model, warm_up
 from target_server.requestlog import RequestIdWSGI
-from target_server.routes import JSON, OPEN_PATHS, PREDICT_PATH, BearerCheck, InferenceRoutes
+from target_server.routes import InferenceRoutes
+from target_server.service import JSON, OPEN_PATHS, PREDICT_PATH, BearerCheck, InferenceService
 
 
 def json_response(payload: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -24,21 +28,26 @@ def json_response(payload: object, status: int = 200, headers: dict[str, str] | 
 
 def create_app(config: ServerConfig | None = None) -> Flask:
     config = config or ServerConfig()
+    service = build_service(config, logging.getLogger("target_server"))
+
+    app = Flask("target_server")
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.extensions["target_server"] = {"config": config, "strategy": service.strategy, "service": service}
+    _register_errors(app)
+    _register_auth(app, config)
+    _register_routes(app, service)
+    readiness.mark_ready()
+    return app
+
+
+def build_service(config: ServerConfig, logger: logging.Logger) -> InferenceService:
+    """The model built, warmed up and behind its strategy: what both web layers serve."""
     spec = REGISTRY[config.model]
     if spec.uses_torch:
         torch.set_num_threads(config.resolved_torch_threads)
     module = build_model(config.model, weights=config.weights, sleep_ms=config.sleep_ms)
     warm_up(spec, module)
-    strategy = make_strategy(config, Forward(spec, module))
-
-    app = Flask("target_server")
-    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    app.extensions["target_server"] = {"config": config, "strategy": strategy}
-    _register_errors(app)
-    _register_auth(app, config)
-    _register_routes(app, config, spec, strategy)
-    readiness.mark_ready()
-    return app
+    return InferenceService(config, spec, make_strategy(config, Forward(spec, module)), logger)
 
 
 def _register_errors(app: Flask) -> None:
@@ -62,14 +71,18 @@ def _register_auth(app: Flask, config: ServerConfig) -> None:
         return json_response({"error": BearerCheck.MESSAGE}, 401, dict([BearerCheck.CHALLENGE]))
 
 
-def _register_routes(app: Flask, config: ServerConfig, spec: ModelSpec, strategy: Strategy) -> None:
+def _register_routes(app: Flask, service: InferenceService) -> None:
     # The inference POSTs are served by routes.InferenceRoutes ahead of Flask; their rules stay in
     # Flask's URL map, without a view, so other methods on them get 405 and OPTIONS its Allow list.
     app.add_url_rule(PREDICT_PATH, "predict", methods=["POST"])
+    app.add_url_rule("/v1/models/<name>:predict", "v1_predict", methods=["POST"])
     app.add_url_rule("/v2/models/<name>/infer", "v2_infer", methods=["POST"])
     app.add_url_rule("/v2/models/<name>/versions/<version>/infer", "v2_infer", methods=["POST"])
-    app.wsgi_app = InferenceRoutes(app.wsgi_app, config, spec, strategy, app.logger)  # type: ignore[method-assign]
-    app.wsgi_app = RequestIdWSGI(app.wsgi_app, log=config.access_log)  # type: ignore[method-assign]
+    app.wsgi_app = InferenceRoutes(app.wsgi_app, service)  # type: ignore[method-assign]
+    app.wsgi_app = RequestIdWSGI(app.wsgi_app, log=service.config.access_log)  # type: ignore[method-assign]
+
+    def answer(found: tuple[int, dict]) -> Response:
+        return json_response(found[1], found[0])
 
     @app.get("/v2/health/live")
     def live() -> Response:
@@ -77,28 +90,37 @@ def _register_routes(app: Flask, config: ServerConfig, spec: ModelSpec, strategy
 
     @app.get("/v2/health/ready")
     def ready() -> Response:
-        count = readiness.ready_workers()
-        ok = count is None or count >= config.workers
-        return Response(status=200 if ok else 503)
+        return Response(status=200 if service.ready() else 503)
 
     @app.get("/v2/models/<name>/ready")
-    def model_ready(name: str) -> Response:
-        if name != spec.name:
-            return json_response({"error": f"unknown model {name!r}"}, 404)
-        return ready()
+    @app.get("/v2/models/<name>/versions/<version>/ready")
+    def model_ready(name: str, version: str = "1") -> Response:
+        missing = service.unknown_model(name)
+        return answer(missing) if missing else ready()
+
+    @app.get("/v2")
+    def server_metadata() -> Response:
+        return json_response(service.server_metadata())
 
     @app.get("/v2/models/<name>")
     @app.get("/v2/models/<name>/versions/<version>")
     def model_metadata(name: str, version: str = "1") -> Response:
-        if name != spec.name:
-            return json_response({"error": f"unknown model {name!r}; this server serves {spec.name!r}"}, 404)
-        return json_response({
-            "name": spec.name, "versions": ["1"], "platform": "pytorch_flask",
-            "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [-1, spec.input_width]}],
-            "outputs": [{"name": "output-0", "datatype": "FP32", "shape": [-1, spec.output_width]}],
-            "parameters": {"settings": config.describe(), "max_rows": config.max_rows,
-                           "max_body_bytes": config.max_body_bytes},
-        })
+        return answer(service.model_metadata(name))
+
+    @app.get("/v2/models/<name>/config")
+    @app.get("/v2/models/<name>/versions/<version>/config")
+    def model_config(name: str, version: str = "1") -> Response:
+        return answer(service.model_config(name))
+
+    @app.get("/v2/models/stats")
+    @app.get("/v2/models/<name>/stats")
+    @app.get("/v2/models/<name>/versions/<version>/stats")
+    def model_stats(name: str | None = None, version: str = "1") -> Response:
+        return answer(service.model_stats(name))
+
+    @app.get("/v1/models/<name>")
+    def v1_model(name: str) -> Response:
+        return answer(service.v1_model(name))
 
     @app.get("/metrics")
     def metrics_endpoint() -> Response:
@@ -107,5 +129,4 @@ def _register_routes(app: Flask, config: ServerConfig, spec: ModelSpec, strategy
 
     @app.get("/")
     def index() -> Response:
-        return json_response({"message": "target_server: POST /predict with {\"inputs\": [[...]]}",
-                              "model": spec.name, "settings": config.describe()})
+        return json_response(service.index())

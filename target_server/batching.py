@@ -8,9 +8,13 @@ request at low load never waits for batch-mates that are not coming.
 Submitters wake the batcher only when that changes what it waits for (the queue stops being empty,
 a full batch is queued, nobody is parsing any more): every needless wake-up is a thread switch and
 a GIL hand-over in a process whose one GIL also serves all the HTTP threads.
+
+Requests on an event loop (the FastAPI twin) queue in the same batcher and await a future that
+the batcher thread settles, so a waiting request holds no thread.
 """
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import deque
@@ -37,17 +41,24 @@ class BatchResult:
 
 
 class _Pending:
-    """One queued request; `done` is a lock held until the batcher releases it with the outcome."""
+    """One queued request; `done` is a lock held until the batcher releases it with the outcome
+    (and calls `wake`, for a request awaited on an event loop)."""
 
-    __slots__ = ("matrix", "enqueued", "done", "result", "error")
+    __slots__ = ("matrix", "enqueued", "done", "wake", "result", "error")
 
-    def __init__(self, matrix: np.ndarray, enqueued: float) -> None:
+    def __init__(self, matrix: np.ndarray, enqueued: float, wake: Callable[[], object] | None = None) -> None:
         self.matrix = matrix
         self.enqueued = enqueued
         self.done = threading.Lock()  # a bare lock: cheaper to wait on and wake than an Event
         self.done.acquire()
+        self.wake = wake
         self.result: BatchResult | None = None
         self.error: BaseException | None = None
+
+    def finish(self) -> None:
+        self.done.release()
+        if self.wake is not None:
+            self.wake()
 
 
 class DynamicBatcher:
@@ -87,8 +98,54 @@ class DynamicBatcher:
     def submit(self, matrix: np.ndarray) -> BatchResult:
         return self._enqueue(matrix, announced=False)
 
+    async def submit_parsed_async(self, parse: Callable[[], np.ndarray]) -> BatchResult:
+        """The same for a request on an event loop: it awaits its batch without holding a thread."""
+        with self._cv:
+            self._incoming += 1
+        try:
+            matrix = parse()
+        except BaseException:
+            with self._cv:
+                self._incoming -= 1
+                if self._incoming == 0:
+                    self._cv.notify()
+            raise
+        loop = asyncio.get_running_loop()
+        settled = loop.create_future()
+        item = _Pending(matrix, time.perf_counter(), lambda: loop.call_soon_threadsafe(_settle, settled))
+        self._admit(item, announced=True)
+        try:
+            await asyncio.wait_for(asyncio.shield(settled), self.timeout_s)
+        except asyncio.TimeoutError:
+            self._withdraw(item)
+            await settled  # already taken by the batcher: its forward is running
+        return self._outcome(item)
+
     def _enqueue(self, matrix: np.ndarray, *, announced: bool) -> BatchResult:
         item = _Pending(matrix, time.perf_counter())
+        self._admit(item, announced=announced)
+        if not item.done.acquire(timeout=self.timeout_s):
+            self._withdraw(item)
+            item.done.acquire()  # already taken by the batcher: its forward is running
+        return self._outcome(item)
+
+    def _withdraw(self, item: _Pending) -> None:
+        """A request that waited `timeout_s`: out of the queue with 503, unless its forward runs."""
+        with self._cv:
+            if item in self._queue:
+                self._queue.remove(item)
+                self._queued_rows -= item.matrix.shape[0]
+                raise Overloaded(f"request waited {self.timeout_s:g} s in the batch queue")
+
+    @staticmethod
+    def _outcome(item: _Pending) -> BatchResult:
+        if item.error is not None:
+            raise item.error
+        assert item.result is not None
+        return item.result
+
+    def _admit(self, item: _Pending, *, announced: bool) -> None:
+        matrix = item.matrix
         with self._cv:
             if announced:
                 self._incoming -= 1
@@ -102,17 +159,6 @@ class DynamicBatcher:
             self._queued_rows += matrix.shape[0]
             if len(self._queue) == 1 or self._incoming == 0 or self._queued_rows >= self.max_batch:
                 self._cv.notify()
-        if not item.done.acquire(timeout=self.timeout_s):
-            with self._cv:
-                if item in self._queue:
-                    self._queue.remove(item)
-                    self._queued_rows -= matrix.shape[0]
-                    raise Overloaded(f"request waited {self.timeout_s:g} s in the batch queue")
-            item.done.acquire()  # already taken by the batcher: its forward is running
-        if item.error is not None:
-            raise item.error
-        assert item.result is not None
-        return item.result
 
     def close(self) -> None:
         with self._cv:
@@ -158,7 +204,7 @@ class DynamicBatcher:
             n = p.matrix.shape[0]
             p.result = BatchResult(outputs[offset:offset + n], start - p.enqueued, infer_s, rows)
             offset += n
-            p.done.release()
+            p.finish()
 
     def _run_one_by_one(self, batch: list[_Pending], start: float) -> None:
         """A failing batch is retried request by request, so one bad input fails only itself."""
@@ -169,4 +215,9 @@ class DynamicBatcher:
                 p.result = BatchResult(out, start - p.enqueued, time.perf_counter() - t0, p.matrix.shape[0])
             except Exception as exc:
                 p.error = exc
-            p.done.release()
+            p.finish()
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

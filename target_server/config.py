@@ -62,10 +62,13 @@ class ServerConfig:
     """Serving settings; `torch_threads=None` means "cores // workers, at least 1"."""
 
     model: str = knob("linear", "model to serve", choices=MODEL_NAMES)
+    framework: str = knob("flask", "web layer: flask (WSGI under gunicorn's sync or gthread workers) or fastapi "
+                                   "(ASGI under gunicorn's uvicorn workers; worker_class does not apply)",
+                          choices=FRAMEWORKS)
     workers: int = knob(1, "gunicorn worker processes", minimum=1)
     worker_class: str = knob("sync", "sync: one request per worker, connection closed after each; "
                                      "gthread: threads + keep-alive", choices=WORKER_CLASSES)
-    threads: int = knob(1, "threads per worker (gthread)", minimum=1)
+    threads: int = knob(1, "threads per worker (gthread; fastapi: threads running forwards)", minimum=1)
     lock: str = knob("none", "global: the article's threading.Lock around every forward", choices=LOCK_MODES)
     max_batch: int = knob(1, "dynamic batching: rows per forward (1 = off; needs gthread)", minimum=1)
     max_wait_ms: float = knob(2.0, "longest wait for batch-mates that are already arriving", minimum=0)
@@ -146,19 +149,22 @@ class ServerConfig:
             out.append("certfile: a certificate or key needs tls: true")
         if bool(self.certfile) != bool(self.keyfile):
             out.append("keyfile: give certfile and keyfile together (or neither, for a self-signed certificate)")
+        if self.batching and self.lock == "global":
+            out.append("lock: the batcher already serialises forwards; use lock none with max_batch > 1")
+        if self.framework == "fastapi":
+            return out  # one event loop per worker: the WSGI worker rules below do not apply
         if self.worker_class == "sync" and self.threads > 1:
             out.append("threads: sync workers serve one request at a time; "
                        "use worker_class gthread for threads > 1")
         if self.batching and (self.worker_class != "gthread" or self.threads < 2):
             out.append("max_batch: dynamic batching needs concurrent requests in a worker; "
                        "use worker_class gthread with threads >= 2")
-        if self.batching and self.lock == "global":
-            out.append("lock: the batcher already serialises forwards; use lock none with max_batch > 1")
         return out
 
     def describe(self) -> str:
         """One line for logs and report labels."""
-        parts = [f"model={self.model}", f"workers={self.workers}", f"class={self.worker_class}",
+        web = f"class={self.worker_class}" if self.framework == "flask" else "framework=fastapi"
+        parts = [f"model={self.model}", f"workers={self.workers}", web,
                  f"threads={self.threads}", f"lock={self.lock}",
                  f"torch_threads={self.resolved_torch_threads}"]
         if self.batching:

@@ -5,15 +5,17 @@ Each strategy answers `run(matrix) -> InferenceResult` and reports how long the 
 """
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
 
+from target_server import metrics
 from target_server.batching import DynamicBatcher
 from target_server.config import ServerConfig
 from target_server.models import ModelSpec, zeros_output
@@ -27,9 +29,16 @@ class InferenceResult:
     batch_rows: int
 
 
+T = TypeVar("T")
+Offload = Callable[[Callable[[], T]], Awaitable[T]]  # runs a blocking call in a worker thread
+
+
 class Strategy(Protocol):
     def run(self, parse: Callable[[], np.ndarray]) -> InferenceResult:
         """Parse the request (raising BadInput) and infer; parsing inside lets the batcher plan."""
+
+    async def run_async(self, parse: Callable[[], np.ndarray], offload: Offload) -> InferenceResult:
+        """The same on an event loop: the forward runs in `offload`'s threads (or the batcher's)."""
 
     def close(self) -> None: ...
 
@@ -42,10 +51,22 @@ class Forward:
         self.module = module
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
+        metrics.forwarded(matrix.shape[0])
         if self.module is None:
             return zeros_output(matrix.shape[0], self.spec.output_width)
         with torch.inference_mode():
             return self.module(torch.from_numpy(matrix)).numpy()
+
+    def timed(self, matrix: np.ndarray) -> tuple[np.ndarray, float]:
+        start = time.perf_counter()
+        outputs = self(matrix)
+        return outputs, time.perf_counter() - start
+
+    async def timed_async(self, matrix: np.ndarray, offload: Offload) -> tuple[np.ndarray, float]:
+        """In a worker thread, except the torch-free noop, whose forward is no work at all."""
+        if self.module is None:
+            return self.timed(matrix)
+        return await offload(lambda: self.timed(matrix))
 
 
 class DirectStrategy:
@@ -60,6 +81,11 @@ class DirectStrategy:
         outputs = self.forward(matrix)
         return InferenceResult(outputs, 0.0, time.perf_counter() - start, matrix.shape[0])
 
+    async def run_async(self, parse: Callable[[], np.ndarray], offload: Offload) -> InferenceResult:
+        matrix = parse()
+        outputs, infer_s = await self.forward.timed_async(matrix, offload)
+        return InferenceResult(outputs, 0.0, infer_s, matrix.shape[0])
+
     def close(self) -> None:
         pass
 
@@ -70,6 +96,7 @@ class LockedStrategy:
     def __init__(self, forward: Forward) -> None:
         self.forward = forward
         self.lock = threading.Lock()
+        self.async_lock: asyncio.Lock | None = None  # made on the worker's event loop, on first use
 
     def run(self, parse: Callable[[], np.ndarray]) -> InferenceResult:
         matrix = parse()
@@ -79,6 +106,16 @@ class LockedStrategy:
             outputs = self.forward(matrix)
             done = time.perf_counter()
         return InferenceResult(outputs, start - queued, done - start, matrix.shape[0])
+
+    async def run_async(self, parse: Callable[[], np.ndarray], offload: Offload) -> InferenceResult:
+        matrix = parse()
+        if self.async_lock is None:
+            self.async_lock = asyncio.Lock()
+        queued = time.perf_counter()
+        async with self.async_lock:
+            waited = time.perf_counter() - queued
+            outputs, infer_s = await self.forward.timed_async(matrix, offload)
+        return InferenceResult(outputs, waited, infer_s, matrix.shape[0])
 
     def close(self) -> None:
         pass
@@ -95,6 +132,10 @@ class BatchedStrategy:
 
     def run(self, parse: Callable[[], np.ndarray]) -> InferenceResult:
         done = self.batcher.submit_parsed(parse)
+        return InferenceResult(done.outputs, done.queue_s, done.infer_s, done.batch_rows)
+
+    async def run_async(self, parse: Callable[[], np.ndarray], offload: Offload) -> InferenceResult:
+        done = await self.batcher.submit_parsed_async(parse)
         return InferenceResult(done.outputs, done.queue_s, done.infer_s, done.batch_rows)
 
     def close(self) -> None:

@@ -1,7 +1,7 @@
 """Running the app under gunicorn, with every setting from one ServerConfig and clean shutdown.
 
 The master never builds a model (torch + OpenMP hang after fork when used before it): workers
-import the app factory after fork. Prometheus multiprocess files, readiness markers and a self-signed certificate (tls without
+import the app factory after fork (Flask's, or the FastAPI twin's under uvicorn workers). Prometheus multiprocess files, readiness markers and a self-signed certificate (tls without
 files) live in a private temporary directory that is removed on exit.
 """
 from __future__ import annotations
@@ -23,6 +23,11 @@ from target_server.tls import self_signed
 
 # gthread runs gunicorn's gthread with keep-alive connections kept by their threads (worker.py).
 GUNICORN_WORKER_CLASSES = {"sync": "sync", "gthread": "target_server.worker.KeepAliveThreadWorker"}
+UVICORN_WORKER = "uvicorn_worker.UvicornWorker"  # the FastAPI twin: one event loop per worker process
+
+
+def gunicorn_worker_class(config: ServerConfig) -> str:
+    return UVICORN_WORKER if config.framework == "fastapi" else GUNICORN_WORKER_CLASSES[config.worker_class]
 
 
 class TargetServerApplication(BaseApplication):
@@ -36,7 +41,7 @@ class TargetServerApplication(BaseApplication):
         settings: dict[str, Any] = {
             "bind": f"{c.host}:{c.port}",
             "workers": c.workers,
-            "worker_class": GUNICORN_WORKER_CLASSES[c.worker_class],
+            "worker_class": gunicorn_worker_class(c),
             "threads": c.threads,
             "timeout": c.timeout_s,
             "graceful_timeout": 5,
@@ -59,7 +64,11 @@ class TargetServerApplication(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        from target_server.app import create_app  # imported in the worker, after fork
+        if self.server_config.framework == "fastapi":  # imported in the worker, after fork
+            from target_server.asgi import create_asgi_app
+
+            return create_asgi_app(self.server_config)
+        from target_server.app import create_app
 
         return create_app(self.server_config)
 

@@ -6,8 +6,19 @@ The launcher sets PROMETHEUS_MULTIPROC_DIR before any worker imports this module
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.samples import Sample
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -23,17 +34,42 @@ COMPUTE_SECONDS = Histogram("inference_compute_duration_seconds",
                             "Time in the model forward", buckets=LATENCY_BUCKETS)
 BATCH_ROWS = Histogram("inference_batch_rows", "Rows in the forward that served a request",
                        buckets=BATCH_BUCKETS)
+# For Triton's statistics extension (GET /v2/models/<name>/stats), summed over workers like the rest.
+FORWARDS = Counter("inference_forwards", "Model forwards (a batch of many requests counts once)")
+ROWS = Counter("inference_rows", "Rows through the model")
+HANDLER_SECONDS = Counter("inference_handler_seconds", "Handler time of inference requests, by outcome",
+                          ["outcome"])
+LAST_SUCCESS_MS = Gauge("inference_last_success_timestamp_ms", "When the last inference succeeded (ms since epoch)",
+                        multiprocess_mode="max")
+_SUCCESS_SECONDS, _FAIL_SECONDS = HANDLER_SECONDS.labels("success"), HANDLER_SECONDS.labels("fail")
 
 
-def exposition() -> tuple[bytes, str]:
-    """The text format for GET /metrics, merged over all live workers in multiprocess mode."""
+def _registry() -> CollectorRegistry:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        return registry
+    return REGISTRY
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text format for GET /metrics, merged over all live workers in multiprocess mode."""
+    return generate_latest(_registry()), CONTENT_TYPE_LATEST
+
+
+def snapshot() -> list[Sample]:
+    """Every sample now, merged over live workers (one read of the multiprocess files)."""
+    return [sample for family in _registry().collect() for sample in family.samples]
+
+
+def total(samples: list[Sample], name: str, where: Callable[[dict[str, str]], bool] = lambda _labels: True) -> float:
+    """One sample (e.g. `inference_rows_total`) summed over the labels `where` accepts (a timestamp: its max)."""
+    values = [s.value for s in samples if s.name == name and where(s.labels)]
+    if name.endswith("_timestamp_ms"):
+        return max(values, default=0.0)
+    return sum(values)
 
 
 _REQUEST_CHILDREN: dict[tuple[str, int], tuple] = {}
@@ -49,11 +85,21 @@ def _children(endpoint: str, status: int) -> tuple:
     return found
 
 
+def forwarded(rows: int) -> None:
+    FORWARDS.inc()
+    ROWS.inc(rows)
+
+
 def observe(endpoint: str, status: int, total_s: float, queue_s: float | None = None,
             infer_s: float | None = None, batch_rows: int | None = None) -> None:
     counter, latency = _children(endpoint, status)
     counter.inc()
     latency.observe(total_s)
+    if status == 200:
+        _SUCCESS_SECONDS.inc(total_s)
+        LAST_SUCCESS_MS.set(time.time() * 1e3)
+    else:
+        _FAIL_SECONDS.inc(total_s)
     if infer_s is not None:
         QUEUE_SECONDS.observe(queue_s or 0.0)
         COMPUTE_SECONDS.observe(infer_s)

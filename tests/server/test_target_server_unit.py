@@ -20,7 +20,7 @@ from target_server import readiness
 from target_server import weights as weights_cmd
 from target_server.batching import DynamicBatcher, Overloaded
 from target_server.cli import config_from_args
-from target_server.config import ServerConfig, env_defaults
+from target_server.config import FRAMEWORKS, ServerConfig, env_defaults
 from target_server.models import (
     MLP_SIZES,
     REGISTRY,
@@ -42,14 +42,20 @@ def _no_launcher_env(monkeypatch):
     monkeypatch.delenv(readiness.STATE_DIR_ENV, raising=False)
 
 
-@pytest.fixture(scope="module")
-def linear():
-    return make_client(model="linear")
+@pytest.fixture(scope="module", params=FRAMEWORKS)
+def framework(request):
+    """Every test of the web layer runs against both: Flask and the FastAPI twin."""
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def small_limits():
-    return make_client(model="linear", max_rows=4, max_body_bytes=16_000)
+def linear(framework):
+    return make_client(framework, model="linear")
+
+
+@pytest.fixture(scope="module")
+def small_limits(framework):
+    return make_client(framework, model="linear", max_rows=4, max_body_bytes=16_000)
 
 
 def post(client, path, payload, **kwargs):
@@ -115,9 +121,9 @@ def test_v2_metadata(linear):
     assert_error(linear.get("/v2/models/mlp"), 404)
 
 
-def test_mlp_rows_and_batching_agree():
+def test_mlp_rows_and_batching_agree(framework):
     """The MLP answers per row the same whether rows come alone or together."""
-    client = make_client(model="mlp", torch_threads=1)
+    client = make_client(framework, model="mlp", torch_threads=1)
     rng = np.random.default_rng(0)
     rows = rng.standard_normal((3, MLP_SIZES[0])).astype(np.float32).tolist()
     together = post(client, "/predict", {"inputs": rows}).get_json()["predictions"]
@@ -127,10 +133,10 @@ def test_mlp_rows_and_batching_agree():
         assert alone == pytest.approx(expected, rel=1e-4, abs=1e-5)
 
 
-def test_noop_and_sleep_models():
-    noop = make_client(model="noop")
+def test_noop_and_sleep_models(framework):
+    noop = make_client(framework, model="noop")
     assert post(noop, "/predict", {"inputs": [[1, 2, 3]] * 2}).get_json() == {"predictions": [[0.0], [0.0]]}
-    sleep = make_client(model="sleep", sleep_ms=30)
+    sleep = make_client(framework, model="sleep", sleep_ms=30)
     t0 = time.perf_counter()
     resp = post(sleep, "/predict", {"inputs": ARTICLE_INPUT})
     assert resp.status_code == 200 and time.perf_counter() - t0 >= 0.03
@@ -144,10 +150,10 @@ def test_health(linear):
     assert linear.get("/v2/models/linear/ready").status_code == 200
 
 
-def test_ready_waits_for_every_worker(monkeypatch, tmp_path):
+def test_ready_waits_for_every_worker(monkeypatch, tmp_path, framework):
     """Under the launcher, /v2/health/ready is 503 until every worker has warmed up."""
     monkeypatch.setenv(readiness.STATE_DIR_ENV, str(tmp_path))
-    client = make_client(model="noop", workers=2)
+    client = make_client(framework, model="noop", workers=2)
     assert client.get("/v2/health/ready").status_code == 503  # only this process is marked
     assert client.get("/v2/health/live").status_code == 200
     readiness.mark_ready(os.getppid())  # a second live process
@@ -244,8 +250,8 @@ def test_overloaded_batch_queue_answers_503_with_retry_after():
 
 # --- auth ----------------------------------------------------------------------------------------
 
-def test_bearer_token():
-    client = make_client(model="linear", auth_token="s3cret")
+def test_bearer_token(framework):
+    client = make_client(framework, model="linear", auth_token="s3cret")
     body = {"inputs": ARTICLE_INPUT}
     assert_error(post(client, "/predict", body), 401)
     resp = post(client, "/predict", body, headers={"Authorization": "Bearer wrong"})
@@ -341,13 +347,23 @@ def test_bad_v2_input(small_limits, payload, status, fragment):
     assert fragment.lower() in message.lower()
 
 
-@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
-                                          "multipart/form-data; boundary=x"])
-@pytest.mark.parametrize("path", ["/predict", "/v2/models/linear/infer"])
+WRONG_TYPES = [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"]
+
+
+# v2 accepts a body without Content-Type, as Triton does (test_v2_without_content_type)
+@pytest.mark.parametrize("path,content_type",
+                         [(path, ct) for path in ("/predict", "/v1/models/linear:predict", "/v2/models/linear/infer")
+                          for ct in WRONG_TYPES if not (ct is None and path.startswith("/v2/"))])
 def test_wrong_content_type(linear, path, content_type):
     data = orjson.dumps({"inputs": ARTICLE_INPUT})
     resp = linear.post(path, data=data, **({"content_type": content_type} if content_type else {}))
     assert "Content-Type" in assert_error(resp, 415)
+
+
+def test_v2_without_content_type(linear):
+    """Triton's own clients send no Content-Type; Triton accepts that, so this server does too."""
+    resp = linear.post("/v2/models/linear/infer", data=orjson.dumps(v2_body([1, 2, 3], [1, 3])))
+    assert resp.status_code == 200 and resp.get_json()["outputs"][0]["data"] == [pytest.approx(0.6)]
 
 
 def test_json_content_type_with_charset(linear):
@@ -362,7 +378,7 @@ def test_unknown_model_name(linear):
 
 def test_unknown_route_and_wrong_method(linear):
     assert_error(linear.get("/nope"), 404)
-    assert_error(post(linear, "/v1/models/linear:predict", {"inputs": ARTICLE_INPUT}), 404)
+    assert_error(post(linear, "/v3/models/linear:predict", {"inputs": ARTICLE_INPUT}), 404)
     assert_error(linear.get("/predict"), 405)
     assert_error(linear.put("/v2/models/linear/infer", data=b"{}", content_type=JSON), 405)
     assert_error(linear.post("/v2/health/ready"), 405)
@@ -386,6 +402,7 @@ v2_tensor = st.fixed_dictionaries(
     optional={"parameters": json_values})
 documents = (json_values
              | st.fixed_dictionaries({"inputs": rowish | json_values})
+             | st.fixed_dictionaries({"instances": rowish | json_values})
              | st.fixed_dictionaries({"inputs": st.lists(v2_tensor | json_values, max_size=2)},
                                      optional={"id": json_values, "outputs": json_values}))
 
@@ -399,26 +416,28 @@ def _encode(doc, nan_literals: bool) -> bytes:
         return json.dumps(doc).encode()
 
 
-PROPERTY_CLIENT = None
+PROPERTY_CLIENTS: dict = {}
 
 
-def _property_client():
-    global PROPERTY_CLIENT
-    if PROPERTY_CLIENT is None:
-        PROPERTY_CLIENT = make_client(model="linear", max_rows=4)
-    return PROPERTY_CLIENT
+def _property_client(framework):
+    if framework not in PROPERTY_CLIENTS:
+        PROPERTY_CLIENTS[framework] = make_client(framework, model="linear", max_rows=4)
+    return PROPERTY_CLIENTS[framework]
 
 
+@pytest.mark.parametrize("framework_", FRAMEWORKS)
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(doc=documents, nan_literals=st.booleans(), path=st.sampled_from(["/predict", "/v2/models/linear/infer"]))
-def test_arbitrary_json_never_5xx(doc, nan_literals, path):
-    resp = post(_property_client(), path, _encode(doc, nan_literals))
+@given(doc=documents, nan_literals=st.booleans(),
+       path=st.sampled_from(["/predict", "/v1/models/linear:predict", "/v2/models/linear/infer"]))
+def test_arbitrary_json_never_5xx(framework_, doc, nan_literals, path):
+    resp = post(_property_client(framework_), path, _encode(doc, nan_literals))
     assert resp.status_code < 500, resp.get_data(as_text=True)
     assert resp.mimetype == JSON
     body = resp.get_json()
     if resp.status_code == 200:
-        assert ("predictions" in body) if path == "/predict" else ("outputs" in body)
-        values = body["predictions"] if path == "/predict" else body["outputs"][0]["data"]
+        v2 = path.startswith("/v2/")
+        assert ("outputs" in body) if v2 else ("predictions" in body)
+        values = body["outputs"][0]["data"] if v2 else body["predictions"]
         assert all(math.isfinite(v) for v in np.asarray(values, dtype=float).ravel())
     else:
         assert 400 <= resp.status_code < 500 and isinstance(body["error"], str)

@@ -34,7 +34,14 @@ def make_app(**settings):
     return create_app(ServerConfig(**settings))
 
 
-def make_client(**settings):
+def make_client(framework: str = "flask", **settings):
+    """A test client of the Flask app, or of the FastAPI twin with the same surface."""
+    if framework == "fastapi":
+        from target_server.asgi import create_asgi_app
+        from target_server.config import ServerConfig
+        from tests.support.asgi_client import AsgiClient
+
+        return AsgiClient(create_asgi_app(ServerConfig(framework="fastapi", **settings)))
     return make_app(**settings).test_client()
 
 
