@@ -8,6 +8,7 @@ import pandas as pd
 
 from harness.analysis import stats, validity
 from harness.errors import EXIT_INTERRUPTED, EXIT_INVALID_RUN, EXIT_PASSED, EXIT_THRESHOLD_FAILED
+from harness.results import checks
 from harness.results.meta import environment
 from harness.results.resources import SERVER_ROLES, read_resources
 from harness.results.samples import read_samples
@@ -73,6 +74,7 @@ def build(run_dir: Path, *, meta: dict[str, Any], plan: LoadPlan, thresholds: li
         validity.judge_open_model(window, max_in_flight, verdict)
     if headline["requests"] == 0:
         verdict.reasons.append("no request was sent in the measured window")
+    verdict.notes += checks.summary_notes(run_dir)
 
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,

@@ -60,3 +60,14 @@ def read_checks(run_dir: Path | str) -> pd.DataFrame:
         return pd.DataFrame({"gen": pd.Series(dtype="int64"), "row": pd.Series(dtype="int64"),
                              "reason": pd.Series(dtype="string")})
     return pd.concat(frames, ignore_index=True)
+
+
+def summary_notes(run_dir: Path | str, top: int = 3) -> list[str]:
+    """A note for the summary when responses failed their checks: how many, and the commonest reasons."""
+    found = read_checks(run_dir)
+    if found.empty:
+        return []
+    common = found["reason"].value_counts().head(top)
+    reasons = "; ".join(f"{reason} ({count})" for reason, count in common.items())
+    return [f"{len(found)} response(s) failed their checks (target.expect), errors of kind check: {reasons} "
+            f"(every one in checks-<gen>.csv)"]

@@ -79,3 +79,4 @@ def test_failed_checks_are_counted_exactly_and_explained(tmp_path: Path, engine:
     failed = int((measured["error"] == "check").sum())
     assert summary["errors_by_kind"] == {"check": failed} and summary["requests"] == len(measured)
     assert summary["error_rate"] == pytest.approx(failed / len(measured), abs=1e-6)
+    assert any(note.startswith(f"{sum(expected)} response(s) failed their checks") for note in summary["notes"])
