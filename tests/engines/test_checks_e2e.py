@@ -42,11 +42,14 @@ class EveryFourthWrong:
                          % len(body) + body)
 
 
-@pytest.mark.parametrize("engine", ["threadpool", "locust"])
-@pytest.mark.parametrize("sample", [1.0, 0.5])
-def test_failed_checks_are_counted_exactly_and_explained(tmp_path: Path, engine: str, sample: float) -> None:
+@pytest.mark.parametrize(("engine", "workers", "sample"), [
+    ("threadpool", 0, 1.0), ("threadpool", 0, 0.5), ("locust", 0, 1.0), ("locust", 0, 0.5),
+    ("locust", 1, 1.0),  # a worker: rows and reasons reach the master's files over Locust's messages
+])
+def test_failed_checks_are_counted_exactly_and_explained(tmp_path: Path, engine: str, workers: int,
+                                                          sample: float) -> None:
     path = tmp_path / "checked.yaml"
-    path.write_text(f"name: checked\nengine: {engine}\n"
+    path.write_text(f"name: checked\nengine: {engine}\nlocust: {{workers: {workers}}}\n"
                     f"target: {{url: 'http://127.0.0.1:9', expect: {{json_path: predictions, sample: {sample}, "
                     "seed: 7}}\n"
                     "load: {model: closed, start: 1, stages: [{duration: 1s, target: 1}]}\n"
