@@ -39,9 +39,17 @@ def scenario(path: Path, engine: str, users: int, seconds: float, expect: dict |
                                       "stages": [{"duration": f"{seconds + 1:g}s", "target": users}]}})
 
 
+def cpu_us(run: HarnessRun) -> float | None:
+    """Generator CPU per request (µs): the cost of checking itself, less moved by the server's limit."""
+    cpu, rps = run.figure("generator", "cpu_percent_mean"), run.figure("rps")
+    return cpu / 100 / rps * 1e6 if cpu and rps else None
+
+
 def describe(run: HarnessRun) -> str:
-    ok = run.figure("ok_rps")
-    return f"{ok:8.1f} ok req/s, errors {run.figure('errors'):.0f}" if ok is not None else run.why_not
+    ok, cpu = run.figure("ok_rps"), cpu_us(run)
+    if ok is None:
+        return run.why_not
+    return f"{ok:8.1f} ok req/s, errors {run.figure('errors'):.0f}, generator {cpu or 0:.0f} µs CPU/request"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             checked = scenario(folder / "checked.yaml", args.engine, args.users, args.duration,
                                {"json_path": "predictions", "sample": 1.0})
             pairs: list[tuple[float, float]] = []
+            cpu_pairs: list[tuple[float, float]] = []
             for k in range(args.rounds):
                 order = [("checked", checked), ("plain", plain)] if k % 2 else [("plain", plain), ("checked", checked)]
                 runs = {name: harness_run(path, folder / f"{name}-{k}", url=url) for name, path in order}
@@ -71,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                 a, b = runs["checked"], runs["plain"]
                 if a.usable and b.usable and not a.figure("errors"):
                     pairs.append((a.figure("ok_rps") or 0.0, b.figure("ok_rps") or 0.0))
+                    if cpu_us(a) and cpu_us(b):
+                        cpu_pairs.append((cpu_us(b) or 0.0, cpu_us(a) or 0.0))
                 else:
                     print(f"round {k + 1}: not evidence ({a.why_not or 'checked run had errors'}; {b.why_not})")
             sanity = harness_run(scenario(folder / "missing.yaml", args.engine, args.users, 1.0,
@@ -88,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"checks on every response (json_path, sample 1.0) ÷ no checks, {args.engine}, {args.users} users: "
           f"median of {len(ratios)} pairs = {ratio:.3f} (pairs {min(ratios):.3f}..{max(ratios):.3f}; "
           f"need >= {TARGET}): {verdict}")
+    if cpu_pairs:
+        cpu = [a / b for a, b in cpu_pairs]
+        print(f"context: generator CPU per request, no checks ÷ checks, median of {len(cpu)} pairs = "
+              f"{statistics.median(cpu):.3f} (pairs {min(cpu):.3f}..{max(cpu):.3f}; 1.0 = checking costs nothing)")
     return 0
 
 
