@@ -129,3 +129,16 @@ def test_missing_certificate_file_exits_2_naming_it(tmp_path):
                           cwd=REPO, env=server_env(), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert str(missing) in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_scenario_schema_takes_the_new_knobs():
+    """`target.server` is generated from the knobs: tls, certfile, keyfile, framework, access_log."""
+    from harness.scenario.schema import ServerSettings
+
+    settings_ = ServerSettings(tls=True, framework="fastapi", access_log=True)
+    config = settings_.to_config(host="127.0.0.1", port=0)
+    assert (config.tls, config.framework, config.access_log) == (True, "fastapi", True)
+    with pytest.raises(ValueError, match="needs tls"):
+        ServerSettings(certfile="c.pem", keyfile="k.pem")
+    with pytest.raises(ValueError, match="framework"):
+        ServerSettings(framework="django")
