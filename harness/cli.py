@@ -11,6 +11,7 @@ from harness.errors import EXIT_INTERRUPTED, UserError
 
 EPILOG = """exit codes: 0 passed, 1 a threshold failed, 2 bad usage or input,
 3 run invalid or target unusable, 130 interrupted (partial results kept)"""
+INSECURE_HELP = "https: do not check the server's certificate (target.tls.verify: false)"
 
 
 def port_number(text: str) -> int:
@@ -34,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("scenario", help="scenario YAML file, e.g. scenarios/spike.yaml")
     run.add_argument("--out", type=Path, help="run folder (default: reports/<timestamp>-<name>)")
     run.add_argument("--url", help="load this already-running endpoint instead of the scenario's target "
-                                   "(e.g. http://127.0.0.1:9000)")
+                                   "(e.g. http://127.0.0.1:9000 or https://HOST/base/path)")
+    run.add_argument("--insecure", action="store_true", help=INSECURE_HELP)
     run.add_argument("--duration", help="stretch or shrink the stages to this total (e.g. 2m); "
                                         "warm-up is scaled with them")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -48,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.set_defaults(repeat=None)
     ui.add_argument("--out", type=Path, help="run folder for the samples (default: reports/<timestamp>-<name>-ui)")
     ui.add_argument("--url", help="use this already-running endpoint instead of the scenario's target")
+    ui.add_argument("--insecure", action="store_true", help=INSECURE_HELP)
     ui.add_argument("--web-host", default="127.0.0.1",
                     help="address of the web UI (0.0.0.0 exposes it; HARNESS_WEB_AUTH=USER:PASSWORD in the "
                          "environment requires that login)")
@@ -96,11 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def tls_overrides(args: argparse.Namespace) -> list[str]:
+    """`--insecure` as the override it stands for (after the `--set`s, so it wins)."""
+    return ["target.tls.verify=false"] if args.insecure else []
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.workflows.single import load_scaled, run_command, run_overrides
 
-    scenario, path = load_scaled(Path(args.scenario), run_overrides(args.overrides, args.url, args.repeat),
-                                 args.duration)
+    overrides = run_overrides(args.overrides, args.url, args.repeat) + tls_overrides(args)
+    scenario, path = load_scaled(Path(args.scenario), overrides, args.duration)
     return run_command(scenario, path, args.out, args.quiet)
 
 
@@ -109,7 +117,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from harness.scenario.loading import load_scenario
     from harness.workflows.single import make_run_dir, run_overrides
 
-    scenario, path = load_scenario(Path(args.scenario), run_overrides(args.overrides, args.url))
+    scenario, path = load_scenario(Path(args.scenario), run_overrides(args.overrides, args.url) + tls_overrides(args))
     run_dir = make_run_dir(args.out, f"{scenario.name}-ui")
     return serve_ui(scenario, path, run_dir, web_host=args.web_host, web_port=args.web_port, workers=args.workers)
 

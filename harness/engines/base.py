@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
+    from harness.engines.tls import ClientTLS
     from harness.scenario.plan import LoadPlan
     from harness.scenario.schema import Scenario
 
@@ -46,8 +47,10 @@ class EngineContext:
     headers: dict[str, str]
     host: str
     port: int
-    url: str  # the target's base URL
+    url: str  # the target's base URL (scheme, host, port and base path)
     run_dir: Path
+    tls: ClientTLS | None = None  # HTTPS settings, for an https target
+    base_path: str = ""  # the url's path, put before every endpoint (Locust gets it with the url)
 
 
 class Engine(Protocol):

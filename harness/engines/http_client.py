@@ -13,15 +13,23 @@ mode, which costs a poll() and an ioctl() per call. Receives go into one preallo
 connection (a fresh 256 KiB `recv()` is an mmap/munmap per call); header names are folded once
 per spelling; reconnects skip getaddrinfo. Each saved microsecond is CPU the server under test
 keeps when both share a machine.
+
+Over HTTPS (a `tls` context) the socket is wrapped with the standard `ssl` module right after the
+TCP connect, so the handshake is part of connecting: `warm_up` pays it before the first request,
+a reconnect inside `request` pays it in that request's latency. A TLS socket uses Python's timeout
+mode instead of kernel timeouts: OpenSSL retries a read that SO_RCVTIMEO interrupted, so the
+kernel timeout would never end it.
 """
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 import time
 from typing import NamedTuple, cast
 
-from harness.results.samples import CLOSED, CONNECT, PROTOCOL, RESET, TIMEOUT, TOO_LARGE
+from harness.engines.tls import describe
+from harness.results.samples import CLOSED, CONNECT, PROTOCOL, RESET, TIMEOUT, TLS, TOO_LARGE
 
 MAX_HEADER_BYTES = 65536
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
@@ -67,10 +75,13 @@ class _Stale(Exception):
 
 
 class Connection:
-    def __init__(self, host: str, port: int, *, max_body: int = DEFAULT_MAX_BODY) -> None:
+    def __init__(self, host: str, port: int, *, max_body: int = DEFAULT_MAX_BODY,
+                 tls: ssl.SSLContext | None = None, server_name: str | None = None) -> None:
         self.host = host
         self.port = port
         self.max_body = max_body
+        self.tls = tls  # None: plain HTTP
+        self.server_name = server_name or host  # SNI and the name the certificate must match
         self.sock: socket.socket | None = None
         self.used = False
         self._address: tuple | None = None  # (family, type, proto, sockaddr) that connected last
@@ -123,12 +134,37 @@ class Connection:
         except OSError as exc:
             raise RequestFailed(CONNECT, exc.strerror or str(exc)) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            sock = self._handshake(sock, deadline)
         self.sock, self.used = sock, False
         return sock
+
+    def _handshake(self, sock: socket.socket, deadline: float) -> ssl.SSLSocket:
+        """Wrap a connected socket in TLS within the deadline; failures are of kind tls."""
+        assert self.tls is not None
+        try:
+            sock.settimeout(max(deadline - time.monotonic(), 1e-3))
+            wrapped = self.tls.wrap_socket(sock, server_hostname=self.server_name)
+        except ssl.SSLError as exc:
+            sock.close()
+            raise RequestFailed(TLS, describe(exc)) from None
+        except TimeoutError:
+            sock.close()
+            raise RequestFailed(TIMEOUT, "TLS handshake timed out") from None
+        except OSError as exc:
+            sock.close()
+            raise RequestFailed(RESET, f"during the TLS handshake: {exc.strerror or exc}") from None
+        self._arm(wrapped, deadline - time.monotonic())
+        return wrapped
 
     def _arm(self, sock: socket.socket, seconds: float) -> None:
         """Make each send/recv on `sock` give up after `seconds` (EAGAIN, mapped to TIMEOUT)."""
         seconds = max(seconds, 1e-3)  # 0 would mean "never"
+        if isinstance(sock, ssl.SSLSocket):  # timeout mode (see the module docstring)
+            sock.settimeout(seconds)
+            self._armed = seconds
+            self._rearm_below = seconds - max(DEADLINE_SLACK, 0.01 * seconds)
+            return
         whole = int(seconds)
         timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
@@ -174,10 +210,12 @@ class Connection:
             self._arm(sock, remaining)
         try:
             return sock.recv_into(self._buf)
-        except BlockingIOError:  # the kernel receive timeout expired
+        except (BlockingIOError, TimeoutError):  # the kernel (or, over TLS, Python's) receive timeout expired
             raise RequestFailed(TIMEOUT, "no complete response before the deadline") from None
         except ConnectionResetError:
             raise RequestFailed(RESET, "connection reset by the server") from None
+        except ssl.SSLError as exc:  # e.g. an alert: the server refused the client certificate
+            raise RequestFailed(TLS, describe(exc)) from None
         except OSError as exc:
             raise RequestFailed(RESET, exc.strerror or str(exc)) from None
 
@@ -199,12 +237,16 @@ class Connection:
             sent = sock.send(raw)  # one call unless the request outgrows the socket buffer
             if sent < len(raw):
                 self._send_rest(sock, raw, sent, deadline)
-        except BlockingIOError:  # the kernel send timeout expired
+        except (BlockingIOError, TimeoutError):  # the kernel (or, over TLS, Python's) send timeout expired
             raise RequestFailed(TIMEOUT, "sending the request timed out") from None
         except (BrokenPipeError, ConnectionResetError):
             if reused:
                 raise _Stale() from None
             raise RequestFailed(RESET, "connection reset while sending") from None
+        except ssl.SSLError as exc:  # on a fresh connection an EOF here is a refused client certificate
+            if reused and isinstance(exc, ssl.SSLEOFError):
+                raise _Stale() from None
+            raise RequestFailed(TLS, describe(exc)) from None
         except OSError as exc:
             raise RequestFailed(RESET, exc.strerror or str(exc)) from None
 

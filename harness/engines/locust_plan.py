@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from harness.results.samples import (
     PROTOCOL,
     RESET,
     TIMEOUT,
+    TLS,
     Sample,
     parse_server_timing,
 )
@@ -31,6 +33,7 @@ from harness.scenario import expect
 from harness.scenario.plan import LoadPlan
 
 if TYPE_CHECKING:
+    from harness.engines.tls import ClientTLS
     from harness.scenario.schema import Scenario
 
 PLAN_ENV = "HARNESS_LOCUST_PLAN"
@@ -52,6 +55,7 @@ class Bridge:
     max_in_flight: int = 256
     workers: int = 1
     run_dir: str | None = None
+    tls: dict[str, Any] | None = None  # ClientTLS.to_dict() for an https target
     expect: dict[str, Any] | None = None  # response checks (harness.scenario.expect.resolve)
 
     @classmethod
@@ -66,7 +70,7 @@ class Bridge:
 
 
 def plan_document(scenario: Scenario, plan: LoadPlan, bodies: list[bytes], headers: dict[str, str],
-                  run_dir: Path | None, mode: str) -> dict[str, Any]:
+                  run_dir: Path | None, mode: str, tls: ClientTLS | None = None) -> dict[str, Any]:
     """The plan file's contents for a run (or, with mode "ui", for the web UI)."""
     target = scenario.target
     all_headers = {"Content-Type": "application/json", **headers} if target.method == "POST" else dict(headers)
@@ -77,6 +81,7 @@ def plan_document(scenario: Scenario, plan: LoadPlan, bodies: list[bytes], heade
         "max_in_flight": scenario.load.max_in_flight,
         "workers": max(scenario.locust.workers + scenario.locust.remote_workers, 1),
         "run_dir": str(run_dir) if run_dir else None,
+        "tls": tls.to_dict() if tls is not None else None,
         "expect": expect.resolve(scenario),
     }
 
@@ -110,6 +115,8 @@ def classify(status: int, error: BaseException | None) -> str:
         return TIMEOUT
     if isinstance(error, ConnectionRefusedError):
         return CONNECT
+    if isinstance(error, ssl.SSLError) and not isinstance(error, ssl.SSLEOFError):
+        return TLS
     if isinstance(error, (ConnectionResetError, BrokenPipeError)):
         return RESET
     if "closed" in name:

@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.ssl
 from locust import FastHttpUser, LoadTestShape, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
 from harness.engines.locust_plan import PARENT_ENV, Bridge, Clock, checked_row, response_row
+from harness.engines.tls import ClientTLS
 from harness.engines.web_auth import WEB_AUTH_ENV, parse_credentials, require_basic_auth
 from harness.results import layout
 from harness.results.checks import CheckLog
@@ -32,6 +34,7 @@ from harness.scenario.plan import LoadPlan
 BRIDGE = Bridge.from_environment()
 PLAN = BRIDGE.load_plan()
 BODIES = [b.encode() for b in BRIDGE.bodies]
+TLS = ClientTLS.from_dict(BRIDGE.tls) if BRIDGE.tls else None
 SPAWN_RATE = 10_000  # users per second: stage jumps happen at once, as in the threadpool engine
 RELAY_INTERVAL = 0.5
 
@@ -56,7 +59,6 @@ def record(row: Sample, reason: str | None = None) -> None:
         STATE["rows"].append(row)
 
 
-
 def stage_at(t: float) -> int:
     return PLAN.stage_at(t) if PLAN is not None else 0
 
@@ -74,14 +76,40 @@ def send(user: FastHttpUser, intended: float, i: int) -> None:
         record(*checked_row(row, response, checker))
 
 
+class NamedContext(gevent.ssl.SSLContext):
+    """gevent's SSLContext, sending target.tls.server_name (when set) as SNI and checking the
+    certificate against it, as the threadpool engine does."""
+
+    server_name: str | None = None
+
+    def wrap_socket(self, sock: Any, *args: Any, server_hostname: str | None = None, **kwargs: Any) -> Any:
+        return super().wrap_socket(sock, *args, server_hostname=self.server_name or server_hostname, **kwargs)
+
+
+_CONTEXT: list[gevent.ssl.SSLContext] = []
+
+
+def tls_context(cafile: str | None = None, **_: Any) -> gevent.ssl.SSLContext:
+    """geventhttpclient's ssl_context_factory: target.tls's context, built once per process
+    (the `cafile` it offers, certifi's bundle, is ignored: target.tls.ca_file decides)."""
+    if not _CONTEXT:
+        assert TLS is not None
+        NamedContext.server_name = TLS.server_name
+        _CONTEXT.append(TLS.context(NamedContext))
+    return _CONTEXT[0]
+
+
 class PlanUser(FastHttpUser):
-    """What both user classes share: no think time, the scenario's request timeout."""
+    """What both user classes share: no think time, the scenario's request timeout, target.tls."""
 
     abstract = True
     wait_time = constant(0)
     network_timeout = BRIDGE.timeout
     connection_timeout = BRIDGE.timeout
     count = 0
+    if TLS is not None:
+        insecure = not TLS.verify
+        ssl_context_factory = staticmethod(tls_context)
 
 
 class InferenceUser(PlanUser):
@@ -219,7 +247,6 @@ def flush_to_master(runner: WorkerRunner) -> None:
                                             "exhausted": STATE["exhausted"], "checks": checks})
 
 
-
 def on_worker_rows(environment: Any, msg: Any, **_: Any) -> None:
     data = msg.data
     gen = int(data["gen"])
@@ -237,7 +264,6 @@ def on_worker_rows(environment: Any, msg: Any, **_: Any) -> None:
         if log is None:
             log = STATE["check_logs"][gen] = CheckLog(layout.checks_file(layout.samples_file(BRIDGE.run_dir, gen)))
         log.write([(base + int(i) + 1, str(reason)) for i, reason in data["checks"]])
-
 
 
 @events.test_stop.add_listener

@@ -27,6 +27,7 @@ from typing import Any
 
 from harness.engines.base import EngineContext, ProgressMessage, register
 from harness.engines.http_client import Connection, RequestFailed, request_bytes
+from harness.engines.tls import ClientTLS
 from harness.results import layout
 from harness.results.samples import CONNECT, HTTP_ERROR, OK, Sample, SampleWriter, not_sent
 from harness.scenario import expect
@@ -51,6 +52,7 @@ class GeneratorSpec:
     plan: LoadPlan
     max_in_flight: int
     samples_path: str
+    tls: ClientTLS | None = None  # https: each process builds its own SSL context from these settings
     expect: dict[str, Any] | None = None  # response checks (harness.scenario.expect.resolve); None: none
 
 
@@ -77,6 +79,7 @@ class _Generator:
         self._arrival_lock = threading.Lock()
         self._stage_span = (0.0, -1.0, 0)  # (from, until, stage): the stage of intended times in it
         self.checker = expect.Checker(spec.expect, spec.gen) if spec.expect is not None else None
+        self._tls = spec.tls.context() if spec.tls is not None else None  # one per process, shared by threads
 
     def _connected(self, send_at_start: bool) -> Connection | None:
         """The thread's connection, waiting for the common start; None if stopped before it.
@@ -85,7 +88,8 @@ class _Generator:
         handshake. Others must not: a sync gunicorn worker that accepts an idle connection
         blocks on it until a request arrives.
         """
-        conn = Connection(self.spec.host, self.spec.port)
+        server_name = self.spec.tls.server_name if self.spec.tls is not None else None
+        conn = Connection(self.spec.host, self.spec.port, tls=self._tls, server_name=server_name)
         if send_at_start:
             conn.warm_up(timeout=self.spec.timeout)
         while not self.started.wait(0.05):
@@ -400,12 +404,13 @@ class ThreadPoolEngine:
 def threadpool_engine(context: EngineContext) -> ThreadPoolEngine:
     """One generator process per `generator.processes`, each on its share of the plan."""
     scenario, target = context.scenario, context.scenario.target
-    raws = [request_bytes(target.method, context.host, context.port, target.endpoint, body, context.headers)
+    path = context.base_path + target.endpoint
+    raws = [request_bytes(target.method, context.host, context.port, path, body, context.headers)
             for body in context.bodies]
     parts = scenario.generator.processes
     return ThreadPoolEngine([GeneratorSpec(gen=g, parts=parts, host=context.host, port=context.port,
                                            requests=raws, timeout=target.timeout, plan=context.plan,
                                            max_in_flight=scenario.load.max_in_flight,
                                            samples_path=str(layout.samples_file(context.run_dir, g)),
-                                           expect=expect.resolve(scenario))
+                                           tls=context.tls, expect=expect.resolve(scenario))
                              for g in range(parts)])

@@ -108,7 +108,8 @@ class Run:
         run_meta = self._meta(address)
         meta.write_meta(self.run_dir, run_meta)
         engine = create(EngineContext(scenario, plan, bodies(scenario, self.base_dir), headers, address.host,
-                                      address.port, address.url, self.run_dir))
+                                      address.port, address.url, self.run_dir, tls=address.tls,
+                                      base_path=address.base_path))
         monitor: ResourceMonitor | None = None
         scraper: MetricsScraper | None = None
         self.say(f"load: {plan.model} model, {len(plan.segments)} stage(s), {plan.duration:g} s "
@@ -125,7 +126,8 @@ class Run:
             monitor.start()
             if scenario.target.scrape_metrics:
                 scraper = MetricsScraper(address.url + "/metrics", self.run_dir / layout.METRICS, t0,
-                                         headers=headers, log=self.say)
+                                         headers=headers, log=self.say,
+                                         context=address.tls.context() if address.tls else None)
                 scraper.start()
             self.loading = True
             if self.interrupted:

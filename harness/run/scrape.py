@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import http.client
 import io
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -42,9 +43,11 @@ class MetricsScraper:
     """
 
     def __init__(self, url: str, path: Path, t0: float, *, headers: dict[str, str] | None = None,
-                 log: Callable[[str], None] = print, interval: float = 1.0, timeout: float = 2.0) -> None:
+                 log: Callable[[str], None] = print, interval: float = 1.0, timeout: float = 2.0,
+                 context: ssl.SSLContext | None = None) -> None:
         parts = urlsplit(url)
-        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.context = context if parts.scheme == "https" else None  # https: how to check the server
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or (443 if self.context else 80)
         self.target = parts.path or "/metrics"
         self.url, self.path, self.t0 = url, path, t0
         self.headers = dict(headers or {})
@@ -65,7 +68,8 @@ class MetricsScraper:
             self._file.close()
 
     def _fetch(self) -> tuple[float, str]:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        conn = (http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.context)
+                if self.context is not None else http.client.HTTPConnection(self.host, self.port, timeout=self.timeout))
         try:
             sent = time.monotonic()
             conn.request("GET", self.target, headers=self.headers)

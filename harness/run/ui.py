@@ -74,7 +74,7 @@ def serve_ui(scenario: Scenario, scenario_path: Path, run_dir: Path, *, web_host
         try:
             address = target.start()
             doc = plan_document(scenario, plan_from_scenario(scenario), bodies(scenario, scenario_path.parent),
-                                target.headers, run_dir, mode="ui")
+                                target.headers, run_dir, mode="ui", tls=address.tls)
             processes = LocustProcesses(run_dir, doc, address.url, workers,
                                         ["--web-host", web_host, "--web-port", str(web_port)])
             processes.start()

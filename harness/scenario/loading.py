@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from harness.errors import UserError
 from harness.scenario.overrides import apply_override
-from harness.scenario.schema import Scenario, format_error
+from harness.scenario.schema import Scenario, Target, format_error
 
 
 def load_scenario(path: str | Path, overrides: list[str] | None = None) -> tuple[Scenario, Path]:
@@ -66,6 +66,7 @@ def _check_files(scenario: Scenario, base_dir: Path) -> list[str]:
         except ValueError as exc:
             problems.append(f"target.payload_file: {path} is not valid JSON: {exc}")
     problems += _check_trace(scenario, base_dir)
+    problems += _check_tls_files(target, base_dir)
     if target.server is not None and target.server.weights is not None:
         path = resolve(base_dir, target.server.weights)
         if not path.is_file():
@@ -88,6 +89,18 @@ def _check_trace(scenario: Scenario, base_dir: Path) -> list[str]:
     if load.warmup >= trace.duration:
         return [f"load.warmup ({load.warmup:g} s) leaves nothing to measure in the trace's {trace.duration:g} s"]
     return []
+
+
+def _check_tls_files(target: Target, base_dir: Path) -> list[str]:
+    """CA, client certificate and key files, and the bundled server's own, must be readable."""
+    from harness.engines.tls import file_problems
+
+    files = {f"target.tls.{k}": resolve(base_dir, getattr(target.tls, k))
+             for k in ("ca_file", "cert_file", "key_file") if getattr(target.tls, k)}
+    if target.server is not None:
+        files.update({f"target.server.{k}": resolve(base_dir, getattr(target.server, k))
+                      for k in ("certfile", "keyfile") if getattr(target.server, k, None)})
+    return file_problems(files)
 
 
 def resolve(base_dir: Path, name: str) -> Path:

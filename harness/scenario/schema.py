@@ -96,6 +96,33 @@ class Generate(Strict):
         return shape
 
 
+class Tls(Strict):
+    """HTTPS client settings (both engines): how the server's certificate is checked, and ours."""
+
+    verify: bool = Field(True, description="check the server's certificate and host name "
+                                           "(`--insecure` on the command line sets false)")
+    ca_file: str | None = Field(None, description="PEM file of the CA(s) to trust instead of the system's "
+                                                  "(relative to the scenario file)")
+    cert_file: str | None = Field(None, description="client certificate (PEM) for servers that require "
+                                                    "one (mTLS); may hold the key too")
+    key_file: str | None = Field(None, description="the client certificate's private key (PEM), "
+                                                   "when not in cert_file")
+    server_name: str | None = Field(None, min_length=1,
+                                    description="name sent as SNI and checked against the certificate, "
+                                                "instead of the url's host")
+
+    @model_validator(mode="after")
+    def key_needs_cert(self) -> Tls:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file (the client certificate it belongs to)")
+        return self
+
+    @property
+    def customised(self) -> list[str]:
+        """The keys that only mean something over HTTPS (verify: false is harmless over HTTP)."""
+        return [k for k in ("ca_file", "cert_file", "key_file", "server_name") if getattr(self, k) is not None]
+
+
 class Expect(Strict):
     """Response checks: what a response must be to count as a success (else an error of kind check)."""
 
@@ -133,7 +160,11 @@ class Target(Strict):
                                           description="start the bundled server with these "
                                                       "settings (the default when there is no url) ...")
     url: str | None = Field(None,
-                            description="... or an endpoint already running: http://HOST:PORT (then no server)")
+                            description="... or an endpoint already running (then no server): "
+                                        "http://HOST:PORT or https://HOST[:PORT], optionally with a base "
+                                        "path that is put before endpoint (https://HOST/api + /predict)")
+    tls: Tls = Field(default_factory=Tls, description="HTTPS settings, for an https url or a bundled "
+                                                      "server with tls: true")
     endpoint: str = Field("/predict", description="path to load")
     method: Literal["POST", "GET"] = Field("POST", description="HTTP method (GET sends no body)")
     payload: Any = Field(None,
@@ -161,15 +192,9 @@ class Target(Strict):
     @classmethod
     def http_url(cls, url: str | None) -> str | None:
         if url is not None:
-            from urllib.parse import urlsplit
+            from harness.scenario.urls import split_url
 
-            parts = urlsplit(url)
-            if parts.scheme != "http" or not parts.hostname:
-                raise ValueError(f"url must look like http://HOST:PORT (plain HTTP/1.1), got {url!r}")
-            try:
-                _ = parts.port  # raises on a bad port
-            except ValueError as exc:
-                raise ValueError(f"url has a bad port: {exc}") from None
+            split_url(url)
         return url
 
     @field_validator("payload")
@@ -200,6 +225,10 @@ class Target(Strict):
         if self.server is not None and self.url is not None:
             raise ValueError("give either server (start the bundled server) or url (an endpoint "
                              "already running), not both")
+        https = self.url.startswith("https://") if self.url is not None else bool(getattr(self.server, "tls", False))
+        if self.tls.customised and not https:
+            raise ValueError(f"tls.{self.tls.customised[0]} needs an https:// url or a bundled server "
+                             "with tls: true")
         given = [k for k in ("payload", "payload_file", "generate") if getattr(self, k) is not None]
         if len(given) > 1:
             raise ValueError(f"give one of payload, payload_file, generate; got {', '.join(given)}")

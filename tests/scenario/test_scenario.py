@@ -134,7 +134,7 @@ def test_bad_url_and_inconsistent_server_settings() -> None:
     assert "use worker_class gthread for threads > 1" in problems(doc)[0]
     doc = spike()
     del doc["target"]["server"]
-    doc["target"]["url"] = "https://example"
+    doc["target"]["url"] = "ftp://example"  # https is allowed (tests/run/test_tls_urls.py)
     assert "target.url" in problems(doc)[0]
 
 

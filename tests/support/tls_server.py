@@ -57,14 +57,22 @@ class Pki:
 
 
 class TlsServer:
-    """A threaded HTTPS server; `require_client_cert` makes it refuse clients without one from the CA."""
+    """A threaded HTTPS server; `require_client_cert` makes it refuse clients without one from the CA;
+    `later_cert` is shown from the second connection on (the first one being the harness's check)."""
 
-    def __init__(self, pki: Pki, cert: Path | None = None, *, require_client_cert: bool = False) -> None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(str(cert or pki.server_cert))
-        if require_client_cert:
-            context.verify_mode = ssl.CERT_REQUIRED
-            context.load_verify_locations(str(pki.ca_file))
+    def __init__(self, pki: Pki, cert: Path | None = None, *, require_client_cert: bool = False,
+                 later_cert: Path | None = None) -> None:
+        def server_context(path: Path) -> ssl.SSLContext:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(path))
+            if require_client_cert:
+                context.verify_mode = ssl.CERT_REQUIRED
+                context.load_verify_locations(str(pki.ca_file))
+            return context
+
+        first = server_context(cert or pki.server_cert)
+        later = server_context(later_cert) if later_cert is not None else first
+        self.accepted = 0
         self.handshakes = 0
         self.paths: list[str] = []
         self.client_certs: list[bool] = []
@@ -102,6 +110,8 @@ class TlsServer:
 
             def get_request(self) -> tuple[socket.socket, object]:
                 sock, addr = super().get_request()
+                context = first if outer.accepted == 0 else later
+                outer.accepted += 1
                 return context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
 
             def handle_error(self, request: object, client_address: object) -> None:
