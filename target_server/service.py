@@ -349,6 +349,8 @@ class InferenceService:
 
     def v1_model(self, name: str) -> tuple[int, dict[str, Any]]:
         """KServe v1 readiness: {"name", "ready"}; 503 until every worker has warmed up."""
+        if name.endswith(V1_SUFFIX):  # GET on the predict path: the same 405 as any other wrong method
+            return 405, {"error": f"{V1_PREFIX}{name} takes POST with {{\"instances\": [[...], ...]}}"}
         ready = self.ready()
         return self.unknown_model(name) or (200 if ready else 503, {"name": self.spec.name, "ready": ready})
 

@@ -172,6 +172,7 @@ def test_v1_bad_requests(linear, path, doc, status, fragment):
 def test_v1_readiness(linear):
     assert linear.get("/v1/models/linear").get_json() == {"name": "linear", "ready": True}
     assert_error(linear.get("/v1/models/nope"), 404)
+    assert "POST" in assert_error(linear.get("/v1/models/linear:predict"), 405)
 
 
 # --- v2 documents --------------------------------------------------------------------------------
