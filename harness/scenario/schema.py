@@ -259,7 +259,7 @@ class Load(Strict):
                                              description="closed: target = concurrent "
                                                          "users; open: target = requests/second "
                                                          "(implied by a trace)")
-    stages: list[Stage] = Field(default_factory=list, min_length=1,
+    stages: list[Stage] = Field(default_factory=list,
                                 description="each moves linearly from the previous target to "
                                             "its own (k6 style); repeating a target holds it; "
                                             "none with a trace")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harness.engines.http_client import Connection
 from harness.errors import UserError
@@ -165,3 +168,19 @@ def test_no_failed_check_no_side_file(tmp_path: Path) -> None:
     writer.append(Sample(0.0, 0.0, 0.1, 200, OK, 2, 0, 0))
     writer.close()
     assert layout.checks_files(tmp_path) == [] and read_checks(tmp_path).empty
+
+
+@settings(max_examples=300, deadline=None)
+@given(path=st.text(max_size=16), body=st.binary(max_size=64) | st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=4),
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.sampled_from(["a", "b", "0"]), kids, max_size=3),
+    max_leaves=8).map(lambda doc: orjson.dumps(doc)))
+def test_any_path_and_any_body_give_a_verdict_never_a_traceback(path: str, body: bytes) -> None:
+    try:
+        steps = parse_path(path)
+    except ValueError:
+        return
+    assert steps and all(isinstance(s, (str, int)) for s in steps)
+    checker = Checker({"status": [200], "json_path": path, "equals": 1, "sample": 1.0})
+    error, reason = checker.judge(200, body)
+    assert (error, reason) == (OK, None) or (error == CHECK and reason and len(reason) <= 160)

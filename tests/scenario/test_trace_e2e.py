@@ -45,3 +45,21 @@ def test_intended_times_are_the_trace_offsets_divided_by_speed(tmp_path: Path, e
     assert any("replayed in time order" in note for note in summary["notes"])  # ... and kept in the summary
     assert summary["accounting"]["planned"] == len(expected) == summary["accounting"]["completed"]
     assert summary["stages"][0]["description"].startswith(f"trace replay: {len(expected)} arrivals")
+
+
+def test_a_killed_trace_runs_summary_is_rebuilt_from_the_trace(tmp_path: Path) -> None:
+    """`harness report` on a run folder without summary.json re-reads the trace its scenario.yaml
+    names (by absolute path), so the rebuilt summary has the trace's plan."""
+    (tmp_path / "trace.csv").write_text("timestamp\n" + "".join(f"{t}\n" for t in (0, 0.1, 0.2, 0.6, 0.9)))
+    path = tmp_path / "replay.yaml"
+    path.write_text("name: replay\ntarget: {endpoint: /x}\nload: {trace: {path: trace.csv}}\n")
+    out = tmp_path / "run"
+    with RawServer(respond_forever(OK_JSON)) as server:
+        first = harness("run", str(path), "--url", f"http://127.0.0.1:{server.port}", "--out", str(out), "--quiet")
+    assert first.returncode == 0, first.stdout + first.stderr
+    (out / "summary.json").unlink()
+    rebuilt = harness("report", str(out))
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stages"][0]["description"].startswith("trace replay: 5 arrivals")
+    assert summary["partial"] and summary["duration_s"] <= 1.125  # the trace's own length bounds it
