@@ -5,10 +5,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.cli import build_parser, tls_overrides
 from harness.engines.tls import ClientTLS
 from harness.errors import EXIT_BAD_INPUT, EXIT_INVALID_RUN, TargetUnusable, UserError
 from harness.run.target import check_reachable, parse_url
 from harness.scenario.loading import validate
+from harness.scenario.overrides import apply_override
 from harness.scenario.urls import TargetUrl, split_url
 from tests.support.tls_server import Pki, TlsServer
 
@@ -93,3 +95,14 @@ def test_certificate_problems_in_one_line(pki: Pki) -> None:
     with TlsServer(pki, require_client_cert=True) as server:
         assert "client certificate" in unusable(server.url, trust)
         check_reachable(parse_url(server.url, ClientTLS(ca_file=str(pki.ca_file), cert_file=str(pki.client_file))))
+
+
+@pytest.mark.parametrize("command", ["run", "ui"])
+def test_insecure_is_verify_false_after_the_sets(command: str) -> None:
+    args = build_parser().parse_args([command, "s.yaml", "--set", "target.tls.verify=true", "--insecure"])
+    assert tls_overrides(args) == ["target.tls.verify=false"]
+    assert tls_overrides(build_parser().parse_args([command, "s.yaml"])) == []
+    doc = scenario({"url": "https://127.0.0.1:8443"})
+    for override in ["target.tls.verify=true", *tls_overrides(args)]:
+        apply_override(doc, override)
+    assert validate(doc, base_dir=Path("."), source="s.yaml").target.tls.verify is False
