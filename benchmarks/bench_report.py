@@ -76,7 +76,7 @@ def synthetic_samples(plan: LoadPlan, rng: np.random.Generator) -> pd.DataFrame:
                          "stage": np.searchsorted([s.start for s in plan.segments], intended, side="right") - 1,
                          "gen": np.arange(n) % 2, "srv_queue_ms": np.where(status > 0, queue, np.nan),
                          "srv_infer_ms": np.where(status > 0, infer, np.nan),
-                         "srv_total_ms": np.where(status > 0, queue + infer + 0.3, np.nan)})[COLUMNS]
+                         "srv_total_ms": np.where(status > 0, queue + infer + 0.3, np.nan)}).reindex(columns=COLUMNS)
 
 
 def synthetic_resources(plan: LoadPlan, rng: np.random.Generator) -> pd.DataFrame:

@@ -11,7 +11,7 @@ from harness.errors import EXIT_INTERRUPTED, EXIT_INVALID_RUN, EXIT_PASSED, EXIT
 from harness.results import checks
 from harness.results.meta import environment
 from harness.results.resources import SERVER_ROLES, read_resources
-from harness.results.samples import read_samples
+from harness.results.samples import NOT_SENT, read_samples
 from harness.results.summary import SCHEMA_VERSION, Summary
 from harness.scenario.plan import LoadPlan
 from harness.scenario.thresholds import Threshold
@@ -48,8 +48,9 @@ def resource_figures(resources: pd.DataFrame, start: float, end: float) -> dict[
 
 def build(run_dir: Path, *, meta: dict[str, Any], plan: LoadPlan, thresholds: list[Threshold],
           max_in_flight: int, stopped_at: float, interrupted: bool, reasons: list[str],
-          notes: list[str] | None = None) -> Summary:
-    """Everything in summary.json, from the samples and resources on disk plus the run's metadata."""
+          notes: list[str] | None = None, dataset_requests: int | None = None) -> Summary:
+    """Everything in summary.json, from the samples and resources on disk plus the run's metadata
+    (and the number of requests in target.dataset, to say how often the run went through it)."""
     df = read_samples(run_dir)
     resources = read_resources(run_dir)
     until = min(stopped_at, plan.duration)
@@ -86,6 +87,7 @@ def build(run_dir: Path, *, meta: dict[str, Any], plan: LoadPlan, thresholds: li
         "stages": stages,
         "accounting": stats.accounting(df[df["intended"] < until]),
         "server_timing": stats.server_timing_split(window),
+        **sent_figures(df[df["intended"] < until], window, measured_s, dataset_requests),
         **resource_figures(resources, plan.warmup, until),
         "valid": verdict.valid,
         "invalid_reasons": verdict.reasons,
@@ -100,6 +102,23 @@ def build(run_dir: Path, *, meta: dict[str, Any], plan: LoadPlan, thresholds: li
     summary["passed"] = all(r["passed"] for r in results)
     summary["exit_code"] = exit_code(summary)
     return summary
+
+
+def sent_figures(run: pd.DataFrame, window: pd.DataFrame, measured_s: float,
+                 dataset_requests: int | None) -> dict[str, Any]:
+    """`by_name`: the headline figures of each named kind of request (measured window), and
+    `dataset`: how many of its requests the run sent, and in how many passes through the file."""
+    out: dict[str, Any] = {}
+    names = window["name"].dropna()
+    if not names.empty:
+        out["by_name"] = {str(name): stats.window_figures(part, measured_s)
+                          for name, part in window[window["name"].notna()].groupby("name", sort=True)}
+    if dataset_requests:
+        sent = int(run["line"].notna().sum() - (run["line"].notna() & (run["error"] == NOT_SENT)).sum())
+        out["dataset"] = {"requests": dataset_requests, "sent": sent,
+                          "passes": round(sent / dataset_requests, 3),
+                          "wraps": max(0, -(-sent // dataset_requests) - 1)}
+    return out
 
 
 def exit_code(summary: Summary) -> int:

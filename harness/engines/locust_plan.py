@@ -57,6 +57,8 @@ class Bridge:
     run_dir: str | None = None
     tls: dict[str, Any] | None = None  # ClientTLS.to_dict() for an https target
     expect: dict[str, Any] | None = None  # response checks (harness.scenario.expect.resolve)
+    dataset: dict[str, Any] | None = None  # request_table.DatasetSource.to_dict(): each process reads its share
+    request_id: list[str] | None = None  # [header, run name]: send `<run>-<gen>-<seq>` in that header
 
     @classmethod
     def from_environment(cls) -> Bridge:
@@ -73,10 +75,19 @@ def plan_document(scenario: Scenario, plan: LoadPlan, bodies: list[bytes], heade
                   run_dir: Path | None, mode: str, tls: ClientTLS | None = None) -> dict[str, Any]:
     """The plan file's contents for a run (or, with mode "ui", for the web UI)."""
     target = scenario.target
-    all_headers = {"Content-Type": "application/json", **headers} if target.method == "POST" else dict(headers)
+    from harness.engines.request_table import dataset_source
+    from harness.scenario.payload import body_headers
+
+    all_headers = {"Content-Type": "application/json", **body_headers(scenario), **headers} \
+        if target.method == "POST" else dict(headers)
+    source = dataset_source(scenario)
+    rid = target.request_id
     return {
         "mode": mode, "endpoint": target.endpoint, "method": target.method,
-        "bodies": [b.decode("utf-8") for b in bodies], "headers": all_headers,
+        # latin-1 maps every byte to one character: binary bodies (v2-binary) survive the JSON file
+        "bodies": [] if source is not None else [b.decode("latin-1") for b in bodies], "headers": all_headers,
+        "dataset": source.to_dict() if source is not None else None,
+        "request_id": [rid.header, run_dir.name if run_dir else "ui"] if rid is not None else None,
         "timeout": target.timeout, "plan": plan.to_dict(),
         "max_in_flight": scenario.load.max_in_flight,
         "workers": max(scenario.locust.workers + scenario.locust.remote_workers, 1),
@@ -124,7 +135,9 @@ def classify(status: int, error: BaseException | None) -> str:
     return PROTOCOL
 
 
-def response_row(intended: float, start: float, end: float, response: Any, stage: int, gen: int) -> Sample:
+def response_row(intended: float, start: float, end: float, response: Any, stage: int, gen: int,
+                 sent: tuple[str | None, int | None, str | None] = (None, None, None)) -> Sample:
+    """The row of one Locust response; `sent` is its (name, dataset line, request id)."""
     status = int(getattr(response, "status_code", 0) or 0)
     error = classify(status, getattr(response, "error", None))
     size = 0
@@ -139,7 +152,7 @@ def response_row(intended: float, start: float, end: float, response: Any, stage
         value = headers.get("Server-Timing") or headers.get("server-timing")
         timing = parse_server_timing(value.encode("latin-1")) if value else None
     queue, infer, total = timing if timing else (None, None, None)
-    return Sample(intended, start, end, status, error, size, stage, gen, queue, infer, total)
+    return Sample(intended, start, end, status, error, size, stage, gen, queue, infer, total, *sent)
 
 
 def checked_row(row: Sample, response: Any, checker: expect.Checker) -> tuple[Sample, str | None]:

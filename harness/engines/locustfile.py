@@ -10,6 +10,7 @@ the local runner or by the master (workers relay rows over Locust's own messages
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
@@ -23,17 +24,20 @@ from locust import FastHttpUser, LoadTestShape, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
 from harness.engines.locust_plan import PARENT_ENV, Bridge, Clock, checked_row, response_row
+from harness.engines.request_table import DatasetSource, Table, request_id_prefix, table
 from harness.engines.tls import ClientTLS
 from harness.engines.web_auth import WEB_AUTH_ENV, parse_credentials, require_basic_auth
 from harness.results import layout
 from harness.results.checks import CheckLog
 from harness.results.samples import RelayedSamples, Sample, SampleWriter, format_row, not_sent, shifted
+from harness.scenario.dataset import Line
 from harness.scenario.expect import Checker
 from harness.scenario.plan import LoadPlan
 
 BRIDGE = Bridge.from_environment()
 PLAN = BRIDGE.load_plan()
-BODIES = [b.encode() for b in BRIDGE.bodies]
+BODIES = [b.encode("latin-1") for b in BRIDGE.bodies]  # latin-1: the plan file's lossless text of bytes
+SOURCE = DatasetSource(**BRIDGE.dataset) if BRIDGE.dataset else None
 TLS = ClientTLS.from_dict(BRIDGE.tls) if BRIDGE.tls else None
 SPAWN_RATE = 10_000  # users per second: stage jumps happen at once, as in the threadpool engine
 RELAY_INTERVAL = 0.5
@@ -42,7 +46,8 @@ CLOCK = Clock()
 STATE: dict[str, Any] = {"gen": 0, "rows": [], "writer": None, "writers": {}, "arrivals": iter(()),
                          "master_wall": 0.0, "runner": None, "pending": 0, "exhausted": False,
                          "worker_pending": {}, "checker": None, "reasons": {}, "relayed_rows": {},
-                         "check_logs": {}}
+                         "check_logs": {}, "table": None, "claimed": 0, "id_prefix": "",
+                         "seq": itertools.count()}
 ARRIVAL_LOCK = threading.Lock()  # a gevent lock after monkey-patching
 
 
@@ -63,12 +68,36 @@ def stage_at(t: float) -> int:
     return PLAN.stage_at(t) if PLAN is not None else 0
 
 
-def send(user: FastHttpUser, intended: float, i: int) -> None:
+def line_request(line: Line) -> tuple[str, str, bytes, dict[str, str]]:
+    """A dataset line as (method, endpoint, body, headers) for the Locust client."""
+    return (line.method or BRIDGE.method, line.endpoint or BRIDGE.endpoint, line.body,
+            {**BRIDGE.headers, **line.headers} if line.headers else BRIDGE.headers)
+
+
+def request_table(part: int, parts: int) -> Table:
+    """This process's requests: every fixed body, or its share of the dataset."""
+    fixed = [(BRIDGE.method, BRIDGE.endpoint, body, BRIDGE.headers) for body in BODIES]
+    return table(fixed, SOURCE, part, parts, line_request)
+
+
+def send(user: FastHttpUser, intended: float, own: int) -> None:
+    """Send this process's `own`-th request (harness.engines.request_table picks which)."""
+    requests = STATE["table"]
+    if requests is None:  # plain `locust -f`: started without a harness test_start of its own
+        requests = STATE["table"] = request_table(0, 1)
+    slot = requests.slot(own)
+    method, endpoint, body, headers = requests.items[slot]
+    line = requests.lines[slot] if requests.lines is not None else None
+    name = requests.names[slot] if requests.names is not None else None
+    rid = None
+    if BRIDGE.request_id is not None:
+        rid = f"{STATE['id_prefix']}{next(STATE['seq'])}"
+        headers = {**headers, BRIDGE.request_id[0]: rid}
     start = CLOCK.now()
-    response = user.client.request(BRIDGE.method, BRIDGE.endpoint, data=BODIES[i % len(BODIES)],  # type: ignore[arg-type]
-                                   headers=BRIDGE.headers, name=BRIDGE.endpoint)
+    response = user.client.request(method, endpoint, data=body, headers=headers,
+                                   name=name or endpoint)
     end = CLOCK.now()
-    row = response_row(intended, start, end, response, stage_at(intended), STATE["gen"])
+    row = response_row(intended, start, end, response, stage_at(intended), STATE["gen"], (name, line, rid))
     checker = STATE["checker"]
     if checker is None:
         record(row)
@@ -119,8 +148,9 @@ class InferenceUser(PlanUser):
 
     @task
     def infer(self) -> None:
+        own = InferenceUser.count
         InferenceUser.count += 1
-        send(self, CLOCK.now(), InferenceUser.count)
+        send(self, CLOCK.now(), own)
 
 
 class ScheduledUser(PlanUser):
@@ -136,6 +166,8 @@ class ScheduledUser(PlanUser):
                 STATE["exhausted"] = True
             else:
                 STATE["pending"] += 1
+                own = STATE["claimed"]  # this process's count of it: its global index is gen + own * parts
+                STATE["claimed"] = own + 1
         if intended is None:
             gevent.sleep(0.1)  # schedule done: idle until the shape ends the test
             return
@@ -143,8 +175,7 @@ class ScheduledUser(PlanUser):
             delay = intended - CLOCK.now()
             if delay > 0:
                 gevent.sleep(delay)
-            ScheduledUser.count += 1
-            send(self, intended, ScheduledUser.count)
+            send(self, intended, own)
         finally:
             STATE["pending"] -= 1
 
@@ -213,8 +244,12 @@ def on_test_start(environment: Any, **_: Any) -> None:
             runner.send_message("harness_clock", {"wall": CLOCK.wall})  # before the spawn messages
         else:
             STATE["writer"] = SampleWriter(layout.samples_file(BRIDGE.run_dir, 0))
+    parts = BRIDGE.workers if isinstance(runner, WorkerRunner) else 1
+    if not isinstance(runner, MasterRunner):  # the master sends nothing
+        STATE["table"] = request_table(STATE["gen"] % parts, parts)
+        if BRIDGE.request_id is not None:
+            STATE["id_prefix"] = request_id_prefix(BRIDGE.request_id[1], STATE["gen"])
     if PLAN is not None and BRIDGE.mode == "open":
-        parts = BRIDGE.workers if isinstance(runner, WorkerRunner) else 1
         STATE["arrivals"] = PLAN.arrivals(STATE["gen"] % parts, parts)
     if BRIDGE.expect is not None:
         STATE["checker"] = Checker(BRIDGE.expect, STATE["gen"])

@@ -11,6 +11,7 @@ users or arrivals, all timed on the same CLOCK_MONOTONIC origin handed over by t
 """
 from __future__ import annotations
 
+import itertools
 import math
 import multiprocessing as mp
 import os
@@ -27,10 +28,12 @@ from typing import Any
 
 from harness.engines.base import EngineContext, ProgressMessage, register
 from harness.engines.http_client import Connection, RequestFailed, request_bytes
+from harness.engines.request_table import DatasetSource, Table, dataset_source, request_id_prefix, table
 from harness.engines.tls import ClientTLS
 from harness.results import layout
 from harness.results.samples import CONNECT, HTTP_ERROR, OK, Sample, SampleWriter, not_sent
-from harness.scenario import expect
+from harness.scenario import dataset, expect
+from harness.scenario.payload import body_headers
 from harness.scenario.plan import LoadPlan
 
 PROGRESS_INTERVAL = 1.0
@@ -47,13 +50,17 @@ class GeneratorSpec:
     parts: int
     host: str
     port: int
-    requests: list[bytes]
+    requests: list[bytes]  # fixed requests, each generator holds all (picked by global index) ...
     timeout: float
     plan: LoadPlan
     max_in_flight: int
     samples_path: str
     tls: ClientTLS | None = None  # https: each process builds its own SSL context from these settings
     expect: dict[str, Any] | None = None  # response checks (harness.scenario.expect.resolve); None: none
+    dataset: DatasetSource | None = None  # ... or a dataset, each generator reading its share of it
+    template: tuple[str, str, dict[str, str]] = ("POST", "/", {})  # a dataset line's defaults: method, path, headers
+    base_path: str = ""  # put before a dataset line's own endpoint
+    request_id: tuple[str, str] | None = None  # (header, id prefix): send `<prefix><seq>` in it
 
 
 @dataclass
@@ -80,6 +87,18 @@ class _Generator:
         self._stage_span = (0.0, -1.0, 0)  # (from, until, stage): the stage of intended times in it
         self.checker = expect.Checker(spec.expect, spec.gen) if spec.expect is not None else None
         self._tls = spec.tls.context() if spec.tls is not None else None  # one per process, shared by threads
+        self.table: Table = table(spec.requests, spec.dataset, spec.gen, spec.parts, self._raw)
+        self._own = itertools.count()  # this generator's requests so far (closed model): next() is atomic
+        self._claimed = 0  # open model: arrivals claimed so far, under _arrival_lock
+        self._seq = itertools.count()
+        self._id_header = f"{spec.request_id[0]}: ".encode() if spec.request_id else None
+
+    def _raw(self, line: dataset.Line) -> bytes:
+        """A dataset line as the request bytes sent for it."""
+        method, path, headers = self.spec.template
+        return request_bytes(line.method or method, self.spec.host, self.spec.port,
+                             self.spec.base_path + line.endpoint if line.endpoint else path, line.body,
+                             {**headers, **line.headers} if line.headers else headers)
 
     def _connected(self, send_at_start: bool) -> Connection | None:
         """The thread's connection, waiting for the common start; None if stopped before it.
@@ -112,13 +131,22 @@ class _Generator:
         self._stage_span = (lo, hi, stage)  # one tuple: threads never see a torn update
         return stage
 
-    def _send(self, conn: Connection, raw: bytes, intended: float) -> bool:
-        """Send one request and append its row (the hot path: kept lean on purpose).
+    def _send(self, conn: Connection, slot: int, intended: float) -> bool:
+        """Send request `slot` of the table and append its row (the hot path: kept lean on purpose).
 
         Returns True when the connection was refused (the request never reached the server)."""
         t0 = self.t0
         counters = self.counters
         check = self.checker
+        requests = self.table
+        raw = requests.items[slot]
+        line = requests.lines[slot] if requests.lines is not None else None
+        name = requests.names[slot] if requests.names is not None else None
+        rid = None
+        if self._id_header is not None:
+            rid = f"{self.spec.request_id[1]}{next(self._seq)}"  # type: ignore[index]
+            cut = raw.find(b"\r\n\r\n") + 2
+            raw = b"".join((raw[:cut], self._id_header, rid.encode(), b"\r\n", raw[cut:]))
         keep = check is not None and check.wants_body()  # only a sampled check keeps the body
         self.in_flight += 1
         start = time.monotonic()
@@ -127,7 +155,7 @@ class _Generator:
         except RequestFailed as exc:
             end = time.monotonic()
             row = tuple.__new__(Sample, (intended, start - t0, end - t0, 0, exc.kind, 0, self._stage_of(intended),
-                                         self.spec.gen, None, None, None))
+                                         self.spec.gen, None, None, None, name, line, rid))
             counters.errors += 1
             refused = exc.kind == CONNECT
         else:
@@ -150,7 +178,7 @@ class _Generator:
             # Server-Timing travels raw: the writer thread parses it (harness.results.samples.format_row)
             # a Sample built as a tuple (every field, in order): half the cost of Sample(...) per request
             row = tuple.__new__(Sample, (intended, start - t0, end - t0, status, error, response.body_bytes, stage,
-                                         self.spec.gen, response.server_timing, None, None))
+                                         self.spec.gen, response.server_timing, None, None, name, line, rid))
             if reason is not None:
                 self.writer.reasons[id(row)] = reason  # before the row is queued (results.checks)
         self.in_flight -= 1
@@ -161,21 +189,19 @@ class _Generator:
 
     # closed model --------------------------------------------------------------------------
     def closed_user(self, user: int) -> None:
-        plan, spec = self.spec.plan, self.spec
+        plan = self.spec.plan
         conn = self._connected(send_at_start=user < plan.users_at(0.0))
         if conn is None:
             return
-        raws = spec.requests
-        i = user
+        own, slot = self._own, self.table.slot
         duration = plan.duration
         active_until = -1.0  # before this time the plan surely keeps this user active
         try:
             while not self.stop.is_set():
                 now = time.monotonic() - self.t0
                 if now < active_until:
-                    if self._send(conn, raws[i % len(raws)], now):
+                    if self._send(conn, slot(next(own)), now):
                         self.stop.wait(REFUSED_BACKOFF)
-                    i += 1
                     continue
                 if now >= duration:
                     return
@@ -188,34 +214,38 @@ class _Generator:
                     self.stop.wait(min(max(wake - now, 0.0), 1.0))
                     continue
                 active_until = _surely_active_until(plan, user, now)
-                if self._send(conn, raws[i % len(raws)], now):
+                if self._send(conn, slot(next(own)), now):
                     self.stop.wait(REFUSED_BACKOFF)
-                i += 1
         finally:
             conn.close()
 
     # open model ----------------------------------------------------------------------------
-    def _claim(self) -> float | None:
+    def _claim(self) -> tuple[float, int] | None:
+        """The next arrival's intended time and this generator's count of it (j: global index
+        gen + j * parts, the request it sends: harness.engines.request_table)."""
         with self._arrival_lock:
-            return next(self._arrivals, None)
+            intended = next(self._arrivals, None)
+            if intended is None:
+                return None
+            own = self._claimed
+            self._claimed = own + 1
+            return intended, own
 
     def open_slot(self, slot: int) -> None:
-        spec = self.spec
         conn = self._connected(send_at_start=False)
         if conn is None:
             return
-        raws = spec.requests
-        i = slot
+        pick = self.table.slot
         try:
             while not self.stop.is_set():
-                intended = self._claim()
-                if intended is None:
+                claimed = self._claim()
+                if claimed is None:
                     return
+                intended, own = claimed
                 delay = self.t0 + intended - time.monotonic()
                 if delay > 0 and self.stop.wait(delay):
                     return  # stopped before this arrival was due: it was never owed
-                self._send(conn, raws[i % len(raws)], intended)
-                i += 1
+                self._send(conn, pick(own), intended)
         finally:
             conn.close()
 
@@ -405,12 +435,19 @@ def threadpool_engine(context: EngineContext) -> ThreadPoolEngine:
     """One generator process per `generator.processes`, each on its share of the plan."""
     scenario, target = context.scenario, context.scenario.target
     path = context.base_path + target.endpoint
-    raws = [request_bytes(target.method, context.host, context.port, path, body, context.headers)
-            for body in context.bodies]
+    headers = {**body_headers(scenario), **context.headers}
+    source = dataset_source(scenario)
+    raws = [] if source is not None else [request_bytes(target.method, context.host, context.port, path, body,
+                                                        headers) for body in context.bodies]
     parts = scenario.generator.processes
+    rid = target.request_id
     return ThreadPoolEngine([GeneratorSpec(gen=g, parts=parts, host=context.host, port=context.port,
                                            requests=raws, timeout=target.timeout, plan=context.plan,
                                            max_in_flight=scenario.load.max_in_flight,
                                            samples_path=str(layout.samples_file(context.run_dir, g)),
-                                           tls=context.tls, expect=expect.resolve(scenario))
+                                           tls=context.tls, expect=expect.resolve(scenario),
+                                           dataset=source, template=(target.method, path, headers),
+                                           base_path=context.base_path,
+                                           request_id=(rid.header, request_id_prefix(context.run_dir, g))
+                                           if rid is not None else None)
                              for g in range(parts)])

@@ -56,16 +56,23 @@ class Sample(NamedTuple):
     srv_queue_ms: float | builtins.bytes | None = None
     srv_infer_ms: float | None = None
     srv_total_ms: float | None = None
+    # What was sent (None in runs of one kind of request, and in files written before these columns):
+    name: str | None = None  # the request's name (target.dataset line names)
+    line: int | None = None  # the dataset's line number (from 1)
+    request_id: str | None = None  # the id sent in target.request_id's header
 
 
 COLUMNS = list(Sample._fields)
 HEADER = ",".join(COLUMNS) + "\n"
 DTYPES = {"intended": "float64", "start": "float64", "end": "float64", "status": "int32",
           "error": "string", "bytes": "int64", "stage": "int32", "gen": "int32",
-          "srv_queue_ms": "float64", "srv_infer_ms": "float64", "srv_total_ms": "float64"}
-_OPTIONAL = ("start", "end", "srv_queue_ms", "srv_infer_ms", "srv_total_ms")  # empty cell = missing
+          "srv_queue_ms": "float64", "srv_infer_ms": "float64", "srv_total_ms": "float64",
+          "name": "string", "line": "Int64", "request_id": "string"}
+_OPTIONAL = ("start", "end", "srv_queue_ms", "srv_infer_ms", "srv_total_ms", "line")  # empty cell = missing
+_SENT = ("name", "line", "request_id")  # columns added later: an older file lacks them
 FLUSH_CHUNK = 256  # rows formatted per write()
-_PLAIN = "%.6f,%.6f,%.6f,%d,%s,%d,%d,%d,,,\n"  # a sent request without Server-Timing (the common row)
+_PLAIN = "%.6f,%.6f,%.6f,%d,%s,%d,%d,%d,,,"  # a sent request without Server-Timing (the common row)
+_NOTHING = ",,,\n"  # the what-was-sent cells of a row without name, line or request id
 
 
 def not_sent(intended: float, stage: int, gen: int) -> Sample:
@@ -95,18 +102,24 @@ def parse_server_timing(value: bytes | None) -> tuple[float, float, float | None
 
 def format_row(row: Sample) -> str:
     """One CSV line of a sample."""
-    intended, start, end, status, error, size, stage, gen, q, inf, total = row
+    intended, start, end, status, error, size, stage, gen, q, inf, total = row[:11]
+    if len(row) == 11:  # a tuple of the older columns only
+        sent = _NOTHING
+    else:
+        name, line, rid = row[11:]
+        sent = (_NOTHING if name is None and line is None and rid is None
+                else f",{name or ''},{'' if line is None else line},{rid or ''}\n")
     if start is None:  # a request that was planned but never sent
-        return f"{intended:.6f},,,0,{error},0,{stage},{gen},,,\n"
+        return f"{intended:.6f},,,0,{error},0,{stage},{gen},,,{sent}"
     if q is None and inf is None:
-        return _PLAIN % (intended, start, end, status, error, size, stage, gen)
+        return _PLAIN % (intended, start, end, status, error, size, stage, gen) + sent
     if isinstance(q, bytes):
         parsed = parse_server_timing(q)
         if parsed is None:
-            return _PLAIN % (intended, start, end, status, error, size, stage, gen)
+            return _PLAIN % (intended, start, end, status, error, size, stage, gen) + sent
         q, inf, total = parsed
     return (f"{intended:.6f},{start:.6f},{end:.6f},{status},{error},{size},{stage},{gen},"
-            f"{_ms(q)},{_ms(inf)},{_ms(total)}\n")
+            f"{_ms(q)},{_ms(inf)},{_ms(total)}{sent}")
 
 
 def _ms(value: float | None) -> str:
@@ -210,7 +223,7 @@ def progress_fields(line: str) -> tuple[str, float | None] | None:
     """(error, latency in s) of one CSV line for a live progress count; None for the header, a
     not-sent row or a line that is not a sample. Latency is None when the request got no end."""
     fields = line.split(",")
-    if len(fields) != len(COLUMNS) or fields[_INTENDED] == "intended" or fields[_ERROR] == NOT_SENT:
+    if len(fields) not in (len(COLUMNS), len(COLUMNS) - len(_SENT)) or fields[_INTENDED] == "intended" or fields[_ERROR] == NOT_SENT:
         return None
     try:
         return fields[_ERROR], float(fields[_END]) - float(fields[_INTENDED])
@@ -235,4 +248,7 @@ def read_samples(run_dir: Path) -> pd.DataFrame:
     df = pd.concat(frames, ignore_index=True)
     if "srv_total_ms" not in df:  # written before samples carried the server's total time
         df["srv_total_ms"] = np.nan
+    for column in _SENT:  # written before samples said what was sent
+        if column not in df:
+            df[column] = pd.Series(pd.NA, index=df.index, dtype=DTYPES[column])
     return df.sort_values("intended", kind="stable", ignore_index=True)

@@ -49,6 +49,9 @@ class Summary(TypedDict, total=False):
     stages: list[dict[str, Any]]
     accounting: dict[str, int]
     server_timing: dict[str, float | None] | None
+    # what was sent (analysis.summarize.sent_figures): present only for named requests / a dataset
+    by_name: dict[str, dict[str, Any]]
+    dataset: dict[str, Any]
     # resources (analysis.summarize.resource_figures)
     server: dict[str, Any]
     generator: dict[str, Any]

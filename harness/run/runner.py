@@ -25,6 +25,7 @@ from harness.run.monitor import ResourceMonitor, children_of
 from harness.run.progress import Progress
 from harness.run.scrape import MetricsScraper
 from harness.run.target import Address, SystemUnderTest, TargetWatch
+from harness.scenario import dataset
 from harness.scenario.payload import bodies
 from harness.scenario.plan import plan_from_scenario
 from harness.scenario.schema import Scenario
@@ -144,7 +145,9 @@ class Run:
         self.failures += engine.reasons()
         result = summarize.build(self.run_dir, meta=run_meta, plan=plan, thresholds=scenario.parsed_thresholds,
                                  max_in_flight=scenario.load.max_in_flight, stopped_at=stopped_at,
-                                 interrupted=self.interrupted, reasons=self.failures, notes=self.notes)
+                                 interrupted=self.interrupted, reasons=self.failures, notes=self.notes,
+                                 dataset_requests=dataset.check(scenario.target.dataset.path)
+                                 if scenario.target.dataset else None)
         summary_mod.write(self.run_dir, result)
         return RunResult(result["exit_code"], result)
 

@@ -66,6 +66,7 @@ def _check_files(scenario: Scenario, base_dir: Path) -> list[str]:
         except ValueError as exc:
             problems.append(f"target.payload_file: {path} is not valid JSON: {exc}")
     problems += _check_trace(scenario, base_dir)
+    problems += _check_dataset(target, base_dir)
     problems += _check_tls_files(target, base_dir)
     if target.server is not None and target.server.weights is not None:
         path = resolve(base_dir, target.server.weights)
@@ -88,6 +89,21 @@ def _check_trace(scenario: Scenario, base_dir: Path) -> list[str]:
         return [f"load.trace: {m}" for m in exc.messages]
     if load.warmup >= trace.duration:
         return [f"load.warmup ({load.warmup:g} s) leaves nothing to measure in the trace's {trace.duration:g} s"]
+    return []
+
+
+def _check_dataset(target: Target, base_dir: Path) -> list[str]:
+    """Read `target.dataset` now (every bad line located), and name it by absolute path from here on."""
+    from harness.scenario import dataset
+
+    if target.dataset is None:
+        return []
+    target.dataset = target.dataset.model_copy(
+        update={"path": str(resolve(base_dir, target.dataset.path).absolute())})
+    try:
+        dataset.check(target.dataset.path)
+    except UserError as exc:
+        return [f"target.dataset: {m}" for m in exc.messages]
     return []
 
 

@@ -1,4 +1,9 @@
-"""Request bodies and prebuilt request bytes: inline JSON, a JSON file, or seeded random tensors."""
+"""Request bodies: inline JSON, a JSON file, or seeded random tensors (JSON or binary v2).
+
+A binary v2 body is Triton's binary tensor data extension: a JSON header whose input carries
+`parameters: {binary_data_size: N}`, then the tensor's N raw little-endian FP32 bytes; the
+`Inference-Header-Content-Length` header (`body_headers`) says where the JSON ends.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,13 +31,34 @@ def bodies(scenario: Scenario, base_dir: Path) -> list[bytes]:
     return [orjson.dumps(payload)]
 
 
+BINARY_HEADER = "Inference-Header-Content-Length"
+
+
+def body_headers(scenario: Scenario) -> dict[str, str]:
+    """Headers the bodies themselves need (a binary v2 body's JSON length and content type)."""
+    spec = scenario.target.generate
+    if spec is None or spec.format != "v2-binary" or scenario.target.method == "GET":
+        return {}
+    return {"Content-Type": "application/octet-stream", BINARY_HEADER: str(len(_binary_header(spec)))}
+
+
 def generated_bodies(spec: Generate) -> list[bytes]:
     rng = np.random.default_rng(spec.seed)
     out = []
     for _ in range(spec.variants):
         rows = rng.uniform(spec.low, spec.high, size=tuple(spec.shape)).astype(np.float32)
-        out.append(orjson.dumps(_document(spec, rows), option=orjson.OPT_SERIALIZE_NUMPY))
+        if spec.format == "v2-binary":
+            out.append(_binary_header(spec) + rows.astype("<f4").tobytes())
+        else:
+            out.append(orjson.dumps(_document(spec, rows), option=orjson.OPT_SERIALIZE_NUMPY))
     return out
+
+
+def _binary_header(spec: Generate) -> bytes:
+    """The JSON part of a binary v2 body: the same for every variant (one shape, one name)."""
+    rows, columns = spec.shape
+    return orjson.dumps({"inputs": [{"name": spec.input_name, "shape": [rows, columns], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": rows * columns * 4}}]})
 
 
 def _document(spec: Generate, rows: np.ndarray) -> dict[str, Any]:

@@ -79,9 +79,10 @@ class Generate(Strict):
     """Random (seeded) input rows of a given shape, for /predict or KServe v2 bodies."""
 
     shape: list[int] = Field(min_length=2, max_length=2, description="[rows, columns] of each request body")
-    format: Literal["predict", "v2"] = Field("predict",
-                                             description="predict: `{\"inputs\": "
-                                                         "[[...]]}`; v2: a KServe v2 tensor")
+    format: Literal["predict", "v2", "v2-binary"] = Field(
+        "predict", description="predict: `{\"inputs\": [[...]]}`; v2: a KServe v2 tensor in JSON; "
+                               "v2-binary: the same tensor as raw little-endian FP32 bytes after a JSON "
+                               "header (Triton's binary tensor data extension)")
     input_name: str = Field("input-0", description="the tensor's name in a v2 body")
     low: float = Field(-1.0, description="smallest value (uniform random)")
     high: float = Field(1.0, description="largest value (uniform random)")
@@ -94,6 +95,25 @@ class Generate(Strict):
         if any(d < 1 for d in shape):
             raise ValueError(f"every dimension must be at least 1, got {shape}")
         return shape
+
+
+class Dataset(Strict):
+    """Request data from a file: one request per line, cycled through (a longer run wraps around)."""
+
+    path: str = Field(description="a jsonl file (relative to the scenario file); each line a JSON body, "
+                                  "or an object `{body, endpoint, method, headers, name}` (any but body "
+                                  "may be left out)")
+    order: Literal["sequential", "shuffle"] = Field("sequential",
+                                                    description="sequential: in file order; shuffle: in a "
+                                                                "seeded random order (the same each run)")
+    seed: int = Field(0, description="seed of the shuffle")
+
+
+class RequestId(Strict):
+    """A unique id per request, sent as a header and recorded in the rows (`request_id`)."""
+
+    header: str = Field("X-Request-ID", pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+                        description="the header that carries `<run>-<gen>-<seq>`")
 
 
 class Tls(Strict):
@@ -171,7 +191,10 @@ class Target(Strict):
                          description="inline JSON body; without payload, payload_file "
                                      "and generate it is `{inputs: [[1.0, 2.0, 3.0]]}` ...")
     payload_file: str | None = Field(None, description="... or a JSON file (relative to the scenario file) ...")
-    generate: Generate | None = Field(None, description="... or seeded random tensors")
+    generate: Generate | None = Field(None, description="... or seeded random tensors ...")
+    dataset: Dataset | None = Field(None, description="... or one request per line of a jsonl file")
+    request_id: RequestId | None = Field(None, description="send a unique id per request in a header "
+                                                           "and record it (off by default)")
     headers: dict[str, str] = Field(default_factory=dict,
                                     description="extra headers, e.g. `{Authorization: \"Bearer ...\"}`")
     timeout: Duration = Field(Duration(10.0),
@@ -229,9 +252,9 @@ class Target(Strict):
         if self.tls.customised and not https:
             raise ValueError(f"tls.{self.tls.customised[0]} needs an https:// url or a bundled server "
                              "with tls: true")
-        given = [k for k in ("payload", "payload_file", "generate") if getattr(self, k) is not None]
+        given = [k for k in ("payload", "payload_file", "generate", "dataset") if getattr(self, k) is not None]
         if len(given) > 1:
-            raise ValueError(f"give one of payload, payload_file, generate; got {', '.join(given)}")
+            raise ValueError(f"give one of payload, payload_file, generate, dataset; got {', '.join(given)}")
         return self
 
 

@@ -15,7 +15,7 @@ from tests.support.cli import complete_rows, wait_until
 
 
 def frame(rows: list[tuple]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=COLUMNS)
+    df = pd.DataFrame([(*r, *[None] * (len(COLUMNS) - len(r))) for r in rows], columns=COLUMNS)
     return df.astype({"error": "string"})
 
 

@@ -23,7 +23,8 @@ from tests.support.rawserver import dead_port
 
 
 def frame(rows: list[tuple]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=COLUMNS).astype({"error": "string"})
+    return pd.DataFrame([(*r, *[None] * (len(COLUMNS) - len(r))) for r in rows],
+                        columns=COLUMNS).astype({"error": "string"})
 
 
 def steady(rate: float, seconds: float, latency_s: float, offset: float = 0.0) -> list[tuple]:

@@ -1,0 +1,90 @@
+"""Request data from a file, end to end in both engines, against a server that records what it got:
+every arrival sends the dataset request its position says (sequential or seeded shuffle), every
+row names its line, a structured line's endpoint, headers and name are sent, and request ids are
+unique, sent and recorded."""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.support.cli import assert_all_gone, harness
+from tests.support.rawserver import OK_JSON, RawServer, read_request
+
+pytestmark = pytest.mark.e2e
+
+
+class Recorder:
+    """Answers 200 `{}` and records each request's (path, body, headers) in order of arrival."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, bytes, dict[str, str]]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, sock: socket.socket) -> None:
+        while raw := read_request(sock):
+            head, _, body = raw.partition(b"\r\n\r\n")
+            first, *lines = head.decode("latin-1").split("\r\n")
+            headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines)}
+            path = first.split(" ")[1]
+            if path != "/metrics":
+                with self.lock:
+                    self.requests.append((path, body, headers))
+            sock.sendall(OK_JSON)
+
+
+def run(tmp_path: Path, engine: str, dataset: str, lines: list[str], extra: str = "", processes: int = 1,
+        rate: int = 40, seconds: int = 1) -> tuple[pd.DataFrame, Recorder, dict]:
+    (tmp_path / "data.jsonl").write_text("".join(line + "\n" for line in lines))
+    path = tmp_path / "s.yaml"
+    path.write_text(f"name: data\nengine: {engine}\ngenerator: {{processes: {processes}}}\n"
+                    f"target: {{endpoint: /x, dataset: {dataset}{extra}}}\n"
+                    f"load: {{model: open, start: {rate}, stages: [{{duration: {seconds}s, target: {rate}}}]}}\n")
+    out = tmp_path / "run"
+    recorder = Recorder()
+    with RawServer(recorder) as server:
+        result = harness("run", str(path), "--url", f"http://127.0.0.1:{server.port}", "--out", str(out),
+                         "--quiet")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_all_gone(out)
+    df = pd.concat(pd.read_csv(p, keep_default_na=False, na_values={"line": [""]}, dtype={"request_id": str})
+                   for p in sorted(out.glob("samples-*.csv")))
+    return df.sort_values("intended", ignore_index=True), recorder, json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.parametrize(("engine", "processes"), [("threadpool", 2), ("locust", 1)])
+def test_sequential_order_wraps_around_and_every_row_names_its_line(tmp_path: Path, engine: str,
+                                                                    processes: int) -> None:
+    count, rate = 6, 40  # 40 arrivals over 6 lines: 6 full passes and a part
+    bodies = [json.dumps({"inputs": [[i, i, i]]}) for i in range(count)]
+    df, recorder, summary = run(tmp_path, engine, "{path: data.jsonl}", bodies, processes=processes, rate=rate)
+    assert len(df) == rate and (df["error"] == "").all()
+    expected = [k % count + 1 for k in range(rate)]
+    assert df["line"].astype(int).tolist() == expected  # arrival k sent line k mod N
+    sent = sorted(body for _, body, _ in recorder.requests)
+    assert sent == sorted(bodies[k % count].encode() for k in range(rate))  # exactly those bodies arrived
+    assert summary["dataset"] == {"requests": count, "sent": rate, "passes": round(rate / count, 3),
+                                  "wraps": 6}  # 6 passes and part of a 7th: 6 times back to line 1
+
+
+@pytest.mark.parametrize("engine", ["threadpool", "locust"])
+def test_shuffle_is_seeded_and_structured_lines_carry_endpoint_headers_and_name(tmp_path: Path,
+                                                                                engine: str) -> None:
+    count = 8
+    lines = [json.dumps({"body": {"i": i}, "endpoint": f"/e{i % 2}", "headers": {"X-Line": str(i)},
+                         "name": f"kind-{i % 2}"}) for i in range(count)]
+    df, recorder, _ = run(tmp_path, engine, "{path: data.jsonl, order: shuffle, seed: 3}", lines,
+                          extra=", request_id: {header: X-Request-ID}", rate=count * 4)
+    order = np.random.default_rng(3).permutation(count)
+    assert df["line"].astype(int).tolist() == [int(order[k % count]) + 1 for k in range(len(df))]
+    assert df["name"].tolist() == [f"kind-{(line - 1) % 2}" for line in df["line"].astype(int)]
+    by_line = {int(h["x-line"]): (path, body) for path, body, h in recorder.requests}
+    assert by_line == {i: (f"/e{i % 2}", json.dumps({"i": i}, separators=(",", ":")).encode()) for i in range(count)}
+    ids = df["request_id"].tolist()
+    assert len(set(ids)) == len(ids) and all(i.startswith("run-0-") for i in ids)  # <run>-<gen>-<seq>
+    assert sorted(h["x-request-id"] for _, _, h in recorder.requests) == sorted(ids)  # sent as recorded
