@@ -22,13 +22,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(tmp_path_factory.mktemp("pki"))
 
 
-def scenario(tmp_path: Path, engine: str, target: str, users: int = 2) -> Path:
+def scenario(tmp_path: Path, engine: str, target: str, users: int = 2, scrape: bool = False) -> Path:
     path = tmp_path / "scenario.yaml"
     path.write_text(f"""name: tls-{engine}
 engine: {engine}
 target:
 {target}
-  scrape_metrics: false
+  scrape_metrics: {str(scrape).lower()}
 load:
   stages: [{{duration: 0s, target: {users}}}, {{duration: 1.5s, target: {users}}}]
 thresholds: [error_rate < 0.01]
@@ -100,10 +100,11 @@ def test_unreadable_ca_file_is_bad_input_with_its_path(tmp_path: Path) -> None:
 def test_bundled_server_over_https(tmp_path: Path, engine: str) -> None:
     target = "  server: {model: linear, workers: 1, worker_class: gthread, threads: 4, tls: true}"
     out = tmp_path / "run"
-    result = harness("run", str(scenario(tmp_path, engine, target)), "--out", str(out))
+    result = harness("run", str(scenario(tmp_path, engine, target, scrape=True)), "--out", str(out))
     assert result.returncode == 0, tail(result)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["target"]["url"].startswith("https://127.0.0.1:")
+    assert (out / "metrics.csv").stat().st_size > 0  # /metrics scraped over HTTPS too
     rows = samples(out)
     assert len(rows) > 10 and set(rows["error"]) == {""} and set(rows["status"]) == {200}
     assert (out / "tls" / "server-cert.pem").is_file()  # made in the run folder and trusted as the CA
