@@ -57,16 +57,18 @@ def resolve(scenario: Scenario) -> dict[str, Any] | None:
     """The checks a run applies, as plain data for the engines (None: none, as before checks existed).
 
     Without `expect`, runs on the bundled server check its endpoints' answers; a given `expect`
-    without a body rule gets the endpoint's default one too (`json_path: null` turns it off)."""
+    without a body rule gets the endpoint's default one too (`sample: 0` turns body checks off).
+    A function of the values alone, so the run folder's scenario.yaml (every key written out,
+    null included) checks the same way again."""
     target = scenario.target
     expect = target.expect
     if expect is None:
         rules = default_rules(target.endpoint) if scenario.uses_bundled_server else {}
         return {"status": [200], "sample": 1.0, "seed": 0, **rules} if rules else None
     doc = {"status": list(expect.status), "sample": expect.sample, "seed": expect.seed}
-    given = {k: getattr(expect, k) for k in BODY_RULES if k in expect.model_fields_set}
+    given = {k: getattr(expect, k) for k in BODY_RULES if getattr(expect, k) is not None}
     doc.update(given if given else default_rules(target.endpoint))
-    return {k: v for k, v in doc.items() if v is not None or k == "equals"}
+    return doc
 
 
 class Checker:
@@ -75,8 +77,8 @@ class Checker:
     def __init__(self, doc: dict[str, Any], gen: int = 0) -> None:
         self.statuses = frozenset(doc["status"])
         self.path: Path | None = parse_path(doc["json_path"]) if doc.get("json_path") else None
-        self.compare = "equals" in doc
         self.equals = doc.get("equals")
+        self.compare = self.equals is not None  # null: not compared
         contains = doc.get("contains")
         self.contains = contains.encode() if contains else None
         self.has_body_rules = self.path is not None or self.compare or self.contains is not None

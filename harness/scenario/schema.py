@@ -152,7 +152,8 @@ class Expect(Strict):
     json_path: str | None = Field(None,
                                   description="the body must be JSON with a field at this path, e.g. "
                                               "`predictions` or `outputs[0].data`")
-    equals: Any = Field(None, description="... equal to this value (the whole body without json_path)")
+    equals: Any = Field(None, description="... equal to this value (the whole body without json_path; "
+                                          "null: not compared)")
     contains: str | None = Field(None, min_length=1, description="the body must contain this text")
     sample: float = Field(1.0, ge=0, le=1,
                           description="fraction of responses whose body is checked (seeded); only "
@@ -165,6 +166,17 @@ class Expect(Strict):
         if path is not None:
             parse_path(path)
         return path
+
+    @field_validator("equals")
+    @classmethod
+    def json_value(cls, value: Any) -> Any:
+        import orjson
+
+        try:
+            orjson.dumps(value)
+        except TypeError as exc:
+            raise ValueError(f"equals is not a JSON value: {exc}") from None
+        return value
 
     @field_validator("status")
     @classmethod

@@ -38,6 +38,8 @@ def test_paths_parse_into_keys_and_indexes() -> None:
             parse_path(bad)
     with pytest.raises(UserError, match=r"target.expect.json_path: .*cannot read it"):
         validate({"target": {"expect": {"json_path": "a[x]"}}, "load": LOAD}, base_dir=Path("."))
+    with pytest.raises(UserError, match=r"target.expect.equals: .*not a JSON value"):
+        validate({"target": {"expect": {"equals": {1: 2}}}, "load": LOAD}, base_dir=Path("."))
 
 
 @pytest.mark.parametrize(("body", "expected"), [
@@ -67,9 +69,9 @@ def test_status_contains_and_equals_without_a_path() -> None:
     assert checker.judge(204, None) == (CHECK, "status 204, expected 200 or 201")
     assert checker.judge(503, b"") == (HTTP_ERROR, None)  # an error status stays of kind http
     assert Checker({"status": [404], "sample": 1.0}).judge(404, None) == (OK, None)  # expected, so a success
-    whole = Checker({"status": [200], "equals": None, "sample": 1.0})
-    assert whole.judge(200, b"null") == (OK, None)
-    assert whole.judge(200, b"{}")[0] == CHECK
+    whole = Checker({"status": [200], "equals": {"ok": True}, "sample": 1.0})
+    assert whole.judge(200, b'{"ok": true}') == (OK, None)
+    assert whole.judge(200, b"{}") == (CHECK, 'body is {}, expected {"ok":true}')
     assert whole.judge(200, None) == (OK, None)  # not sampled: only the status is judged
 
 
@@ -98,9 +100,18 @@ def test_defaults_for_the_bundled_servers_endpoints() -> None:
     assert resolve(scenario(url="http://127.0.0.1:8000")) is None  # another server: as before, no checks
     given = resolve(scenario(url="http://127.0.0.1:8000", expect={"sample": 0.5}))
     assert given == {"status": [200], "sample": 0.5, "seed": 0, "json_path": "predictions"}
-    assert "json_path" not in resolve(scenario(expect={"json_path": None}))  # type: ignore[operator]
     assert resolve(scenario(expect={"contains": "x"})) == {"status": [200], "sample": 1.0, "seed": 0,
                                                            "contains": "x"}
+    assert resolve(scenario(endpoint="/healthz", expect={})) == {"status": [200], "sample": 1.0, "seed": 0}
+
+
+def test_a_run_folders_scenario_checks_the_same_way_again() -> None:
+    """scenario.yaml writes every key out (nulls too): re-read, it must resolve to the same checks."""
+    for target in ({}, {"expect": {}}, {"expect": {"contains": "ok", "sample": 0.5}},
+                   {"url": "http://127.0.0.1:8000", "expect": {"json_path": "a[0]", "equals": [1]}}):
+        original = scenario(**target)
+        again = Scenario.model_validate(original.model_dump(mode="json"))
+        assert resolve(again) == resolve(original), target
 
 
 def test_the_bundled_servers_answers_pass_their_defaults_and_its_errors_do_not() -> None:
@@ -172,7 +183,7 @@ def test_no_failed_check_no_side_file(tmp_path: Path) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(path=st.text(max_size=16), body=st.binary(max_size=64) | st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=4),
+    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=4),
     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.sampled_from(["a", "b", "0"]), kids, max_size=3),
     max_leaves=8).map(lambda doc: orjson.dumps(doc)))
 def test_any_path_and_any_body_give_a_verdict_never_a_traceback(path: str, body: bytes) -> None:
