@@ -26,6 +26,17 @@ def summary_table(summary: Summary) -> str:
         for st in summary["stages"]:
             lines.append(f"    [{st['index']}] {st['description']:<34} {st['rps'] or 0:>9.1f} req/s  "
                          f"p95 {ms(st['latency_ms']['p95']):>8} ms  errors {st['errors']}")
+    by_name = summary.get("by_name") or {}
+    if by_name:
+        lines.append("  by name:")
+        for name, fig in by_name.items():
+            lines.append(f"    {name:<24} {fig['requests']:>8} requests  {fig['rps'] or 0:>9.1f} req/s  "
+                         f"p50 {ms(fig['latency_ms']['p50']):>8}  p95 {ms(fig['latency_ms']['p95']):>8} ms  "
+                         f"errors {fig['errors']}")
+    data = summary.get("dataset")
+    if data:
+        lines.append(f"  dataset     {data['sent']} of {data['requests']} requests sent "
+                     f"({data['passes']:g} passes, wrapped around {data['wraps']} times)")
     srv, gen = summary["server"], summary["generator"]
     if srv["cpu_percent_mean"] is not None:
         lines.append(f"  server      cpu {srv['cpu_percent_mean']:.0f}% (mean, all processes)  "

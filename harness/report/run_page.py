@@ -91,6 +91,14 @@ def stages_table(s: Summary) -> str:
                   "errors"], rows)
 
 
+def names_table(s: Summary) -> str:
+    """Every figure per named kind of request (summary.json's by_name), like Locust's per-name table."""
+    rows = [(name, fmt(f["requests"]), fmt(f["rps"], 4), fmt(f["latency_ms"]["p50"]), fmt(f["latency_ms"]["p95"]),
+             fmt(f["latency_ms"]["p99"]), fmt(f["latency_ms"]["max"]), f"{f['error_rate']:.2%}")
+            for name, f in (s.get("by_name") or {}).items()]
+    return table(["name", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors"], rows)
+
+
 def resources_text(ra: RunAnalysis) -> str:
     s = ra.summary
     rows = [(f"worker {w['pid']}", fmt(w["cpu_percent_mean"]), fmt(w["cpu_percent_max"]), fmt(w["rss_mb_max"]),
@@ -167,6 +175,7 @@ def render(ra: RunAnalysis) -> str:
          image(charts.load_chart(ra), "load over time")
          + "<p class='note'>Grey: warm-up (excluded from the figures). Dashed lines: stage boundaries; "
            "[k] is the stage in force from there on.</p>" + stages_table(s)),
+        *([("names", "By request name", names_table(s))] if s.get("by_name") else []),
         ("latency", "Latency over time", image(charts.latency_chart(ra), "latency over time")),
         ("distribution", "Latency distribution", image(charts.spectrum_chart(ra), "latency spectrum")),
         ("knee", "Knee and saturation", knee_section(ra)),

@@ -1,4 +1,7 @@
-"""Pass criteria written as `metric op number` (k6 style): p95_ms < 200, error_rate < 0.01, rps >= 100."""
+"""Pass criteria written as `metric op number` (k6 style): p95_ms < 200, error_rate < 0.01, rps >= 100.
+
+`metric[name]` judges one named kind of request (summary.json's `by_name`): `p95_ms[predict] < 50`.
+"""
 from __future__ import annotations
 
 import operator
@@ -12,7 +15,11 @@ from harness.results import figures
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
 }
-_EXPR = re.compile(r"^\s*([a-z0-9_]+)\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+# figures summary.json's `by_name` carries for each name (analysis.stats.window_figures)
+PER_NAME = tuple(n for n in figures.IN_SUMMARY
+                 if str(figures.FIGURES[n].path).split(".")[0] in ("latency_ms", "rps", "ok_rps", "error_rate",
+                                                                  "requests", "errors"))
+_EXPR = re.compile(r"^\s*([a-z0-9_]+)(?:\[([A-Za-z0-9_.:/-]{1,64})\])?\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 
 
 @dataclass(frozen=True)
@@ -21,11 +28,13 @@ class Threshold:
     metric: str
     op: str
     limit: float
+    name: str | None = None  # judge only the requests of this name (summary["by_name"][name])
 
     def evaluate(self, summary: Mapping[str, Any]) -> dict[str, Any]:
-        observed = figures.value(summary, self.metric)
+        scope = summary if self.name is None else (summary.get("by_name") or {}).get(self.name, {})
+        observed = figures.value(scope, self.metric)
         passed = observed is not None and OPERATORS[self.op](float(observed), self.limit)
-        return {"expression": self.expression, "metric": self.metric, "observed": observed,
+        return {"expression": self.expression, "metric": self.metric, "name": self.name, "observed": observed,
                 "limit": self.limit, "op": self.op, "passed": bool(passed)}
 
 
@@ -34,11 +43,13 @@ def parse_threshold(text: str) -> Threshold:
     if not match:
         raise ValueError(f"not a threshold expression: {text!r}; write `metric op number`, "
                          f"e.g. `p95_ms < 200` (operators: {' '.join(OPERATORS)})")
-    metric, op, number = match.groups()
+    metric, name, op, number = match.groups()
     if metric not in figures.IN_SUMMARY:
         import difflib
 
         near = difflib.get_close_matches(metric, figures.IN_SUMMARY, n=1)
         hint = f" (did you mean {near[0]}?)" if near else ""
         raise ValueError(f"unknown metric {metric!r}{hint}; known: {', '.join(figures.IN_SUMMARY)}")
-    return Threshold(text.strip(), metric, op, float(number))
+    if name is not None and metric not in PER_NAME:
+        raise ValueError(f"{metric} is not measured per request name; per name: {', '.join(PER_NAME)}")
+    return Threshold(text.strip(), metric, op, float(number), name)

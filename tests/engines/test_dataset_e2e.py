@@ -39,22 +39,25 @@ class Recorder:
 
 
 def run(tmp_path: Path, engine: str, dataset: str, lines: list[str], extra: str = "", processes: int = 1,
-        rate: int = 40, seconds: int = 1) -> tuple[pd.DataFrame, Recorder, dict]:
+        rate: int = 40, seconds: int = 1, thresholds: str = "[]", code: int = 0,
+        ) -> tuple[pd.DataFrame, Recorder, dict, str]:
     (tmp_path / "data.jsonl").write_text("".join(line + "\n" for line in lines))
     path = tmp_path / "s.yaml"
     path.write_text(f"name: data\nengine: {engine}\ngenerator: {{processes: {processes}}}\n"
                     f"target: {{endpoint: /x, dataset: {dataset}{extra}}}\n"
-                    f"load: {{model: open, start: {rate}, stages: [{{duration: {seconds}s, target: {rate}}}]}}\n")
+                    f"load: {{model: open, start: {rate}, stages: [{{duration: {seconds}s, target: {rate}}}]}}\n"
+                    f"thresholds: {thresholds}\n")
     out = tmp_path / "run"
     recorder = Recorder()
     with RawServer(recorder) as server:
         result = harness("run", str(path), "--url", f"http://127.0.0.1:{server.port}", "--out", str(out),
-                         "--quiet")
-    assert result.returncode == 0, result.stdout + result.stderr
+                         *(["--quiet"] if code == 0 else []))
+    assert result.returncode == code, result.stdout + result.stderr
     assert_all_gone(out)
     df = pd.concat(pd.read_csv(p, keep_default_na=False, na_values={"line": [""]}, dtype={"request_id": str})
                    for p in sorted(out.glob("samples-*.csv")))
-    return df.sort_values("intended", ignore_index=True), recorder, json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    return df.sort_values("intended", ignore_index=True), recorder, summary, result.stdout
 
 
 @pytest.mark.parametrize(("engine", "processes"), [("threadpool", 2), ("locust", 1)])
@@ -62,7 +65,7 @@ def test_sequential_order_wraps_around_and_every_row_names_its_line(tmp_path: Pa
                                                                     processes: int) -> None:
     count, rate = 6, 40  # 40 arrivals over 6 lines: 6 full passes and a part
     bodies = [json.dumps({"inputs": [[i, i, i]]}) for i in range(count)]
-    df, recorder, summary = run(tmp_path, engine, "{path: data.jsonl}", bodies, processes=processes, rate=rate)
+    df, recorder, summary, _ = run(tmp_path, engine, "{path: data.jsonl}", bodies, processes=processes, rate=rate)
     assert len(df) == rate and (df["error"] == "").all()
     expected = [k % count + 1 for k in range(rate)]
     assert df["line"].astype(int).tolist() == expected  # arrival k sent line k mod N
@@ -78,7 +81,7 @@ def test_shuffle_is_seeded_and_structured_lines_carry_endpoint_headers_and_name(
     count = 8
     lines = [json.dumps({"body": {"i": i}, "endpoint": f"/e{i % 2}", "headers": {"X-Line": str(i)},
                          "name": f"kind-{i % 2}"}) for i in range(count)]
-    df, recorder, _ = run(tmp_path, engine, "{path: data.jsonl, order: shuffle, seed: 3}", lines,
+    df, recorder, _, _ = run(tmp_path, engine, "{path: data.jsonl, order: shuffle, seed: 3}", lines,
                           extra=", request_id: {header: X-Request-ID}", rate=count * 4)
     order = np.random.default_rng(3).permutation(count)
     assert df["line"].astype(int).tolist() == [int(order[k % count]) + 1 for k in range(len(df))]
@@ -88,3 +91,15 @@ def test_shuffle_is_seeded_and_structured_lines_carry_endpoint_headers_and_name(
     ids = df["request_id"].tolist()
     assert len(set(ids)) == len(ids) and all(i.startswith("run-0-") for i in ids)  # <run>-<gen>-<seq>
     assert sorted(h["x-request-id"] for _, _, h in recorder.requests) == sorted(ids)  # sent as recorded
+
+
+def test_figures_per_name_and_a_threshold_on_one_name_fail_the_run(tmp_path: Path) -> None:
+    lines = [json.dumps({"body": i, "name": "small" if i < 3 else "large"}) for i in range(4)]
+    _, _, summary, console = run(tmp_path, "threadpool", "{path: data.jsonl}", lines, rate=40,
+                        thresholds="['requests[small] < 25', 'requests[large] < 5', 'p95_ms[nobody] < 1']",
+                        code=1)
+    assert summary["by_name"]["small"]["requests"] == 30 and summary["by_name"]["large"]["requests"] == 10
+    assert [t["passed"] for t in summary["thresholds"]] == [False, False, False]
+    assert [t["observed"] for t in summary["thresholds"]] == [30, 10, None]
+    assert "by name:" in console and "dataset     40 of 4 requests sent (10 passes, wrapped around 9 times)" in console
+    assert "small" in console.split("by name:")[1] and "threshold   requests[small] < 25" in console

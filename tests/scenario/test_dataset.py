@@ -154,3 +154,17 @@ def test_arbitrary_lines_give_requests_or_located_errors_never_a_traceback(tmp_p
         return
     got = read_share(path, count, "sequential", 0, 0, 1, lambda line: line)
     assert len(got) == count and all(isinstance(line.body, bytes) for line in got)
+
+
+def test_a_threshold_may_name_one_kind_of_request() -> None:
+    from harness.scenario.thresholds import parse_threshold
+
+    threshold = parse_threshold("p95_ms[predict] < 50")
+    assert (threshold.metric, threshold.name, threshold.limit) == ("p95_ms", "predict", 50.0)
+    summary = {"latency_ms": {"p95": 10}, "by_name": {"predict": {"latency_ms": {"p95": 60}}}}
+    assert threshold.evaluate(summary)["observed"] == 60 and not threshold.evaluate(summary)["passed"]
+    assert parse_threshold("p95_ms < 50").evaluate(summary)["passed"]
+    with pytest.raises(ValueError, match="not measured per request name"):
+        parse_threshold("server_cpu_percent[predict] < 50")
+    with pytest.raises(ValueError, match="not a threshold expression"):
+        parse_threshold("p95_ms[a,b] < 50")
