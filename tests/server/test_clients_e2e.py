@@ -2,6 +2,7 @@
 JSON and binary tensors, KServe v1 over plain HTTP, the FastAPI twin's workers, batching and TLS."""
 from __future__ import annotations
 
+import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,7 +13,8 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from target_server.tls import self_signed
-from tests.support.server_fixtures import ARTICLE_INPUT, start_server
+from tests.support.cli import assert_all_gone, harness
+from tests.support.server_fixtures import ARTICLE_INPUT, REPO, start_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -110,3 +112,16 @@ def test_fastapi_over_https_echoes_request_ids_and_logs_them(tmp_path):
         server.stop()
         log = server.err.text() + server.out.text()
     assert 'rid="fa-0"' in log and 'rid="fa-1"' in log and '"POST /predict" 200' in log
+
+
+def test_a_scenario_selects_the_fastapi_twin_over_https(tmp_path):
+    """`target.server: {framework: fastapi, tls: true}` through the harness: the twin serves the run."""
+    out = tmp_path / "run"
+    proc = harness("run", str(REPO / "scenarios/smoke.yaml"), "--out", str(out), "--duration", "2s", "--quiet",
+                   "--set", "target.server.framework=fastapi", "--set", "target.server.tls=true")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["target"]["url"].startswith("https://127.0.0.1:")
+    assert "framework=fastapi" in summary["target"]["server"] and summary["target"]["server"].endswith("tls")
+    assert summary["ok"] > 0 and summary["errors"] == 0
+    assert_all_gone(out)
