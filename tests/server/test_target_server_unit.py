@@ -209,11 +209,11 @@ def test_server_timing_on_every_inference_response(linear, small_limits):
         assert timing["total"] >= timing["infer"] >= 0 and timing["queue"] >= 0
 
 
-def test_overloaded_batch_queue_answers_503_with_retry_after():
-    app = make_app(model="noop", worker_class="gthread", threads=4, max_batch=4, max_wait_ms=0,
-                   queue_limit=1)
-    client = app.test_client()
-    batcher = app.extensions["target_server"]["strategy"].batcher
+def test_overloaded_batch_queue_answers_503_with_retry_after(framework):
+    client = make_client(framework, model="noop", worker_class="gthread", threads=4, max_batch=4, max_wait_ms=0,
+                         queue_limit=1)
+    batcher = client.strategy.batcher if framework == "fastapi" else client.application.extensions[
+        "target_server"]["strategy"].batcher
     entered, release = threading.Event(), threading.Event()
     forward = batcher._forward
 

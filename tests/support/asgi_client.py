@@ -32,8 +32,9 @@ class AsgiResponse:
 
 
 class AsgiClient:
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, strategy: Any = None) -> None:
         self.app = app
+        self.strategy = strategy  # the app's inference strategy, for tests that reach into it
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="asgi-client", daemon=True).start()
 

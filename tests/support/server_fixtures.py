@@ -41,7 +41,11 @@ def make_client(framework: str = "flask", **settings):
         from target_server.config import ServerConfig
         from tests.support.asgi_client import AsgiClient
 
-        return AsgiClient(create_asgi_app(ServerConfig(framework="fastapi", **settings)))
+        app = create_asgi_app(ServerConfig(framework="fastapi", **settings))
+        inner = app
+        while not hasattr(inner, "state"):  # through the request-id (and auth) middleware to FastAPI
+            inner = inner.app
+        return AsgiClient(app, inner.state.target_server["strategy"])
     return make_app(**settings).test_client()
 
 
