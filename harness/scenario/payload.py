@@ -23,6 +23,11 @@ def bodies(scenario: Scenario, base_dir: Path) -> list[bytes]:
     target = scenario.target
     if target.method == "GET":
         return [b""]
+    trace = scenario.load.trace
+    if trace is not None and trace.body_field is not None:  # one body per arrival, in replay order
+        from harness.scenario.plan import read_scenario_trace
+
+        return list(read_scenario_trace(scenario).bodies or ())
     if target.payload_file is not None:
         return [resolve(base_dir, target.payload_file).read_bytes()]
     if target.generate is not None:

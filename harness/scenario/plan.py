@@ -234,4 +234,5 @@ def read_scenario_trace(scenario: Scenario) -> Trace:
 
     spec = scenario.load.trace
     assert spec is not None
-    return read_trace(spec.path, time_field=spec.time_field, unit=spec.unit, speed=spec.speed)
+    return read_trace(spec.path, time_field=spec.time_field, unit=spec.unit, speed=spec.speed,
+                      body_field=spec.body_field)

@@ -287,6 +287,9 @@ class Trace(Strict):
                                         "offsets or absolute timestamps; the replay starts at the earliest")
     unit: Literal["s", "ms"] = Field("s", description="unit of the times")
     speed: float = Field(1.0, gt=0, le=1000, description="replay speed: 2 replays twice as fast")
+    body_field: str | None = Field(None, min_length=1,
+                                   description="the key (jsonl: any JSON value) or column (csv: JSON text) "
+                                               "of each arrival's request body; null: the target's body")
 
 
 class Load(Strict):

@@ -1,7 +1,9 @@
-"""Reading a recorded trace (`load.trace`): arrival times from jsonl or csv.
+"""Reading a recorded trace (`load.trace`): arrival times, and optionally bodies, from jsonl or csv.
 
 Times may be relative offsets or absolute timestamps: the replay starts at the earliest one, so
-both read the same. Lines out of time order are replayed sorted (with a note); a missing or
+both read the same. With `body_field`, arrival k's body is its line's (in replay order): the
+engines send them as the run's bodies, which they pick by global request index, so arrival k
+sends body k in every engine and generator split (harness.engines.request_table). Lines out of time order are replayed sorted (with a note); a missing or
 non-numeric time is a located error (`trace.csv:17: ...`), every bad line listed up to a limit,
 before anything runs.
 """
@@ -31,6 +33,7 @@ class Trace:
 
     times: np.ndarray = field(compare=False)
     lines: np.ndarray = field(compare=False)  # the file line of each arrival, in replay order
+    bodies: tuple[bytes, ...] | None  # body_field's value per arrival, in replay order (None: no bodies)
     notes: tuple[str, ...]
 
     @property
@@ -75,9 +78,11 @@ def _show(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _jsonl(path: Path, source: str, time_field: str, problems: _Problems) -> tuple[list[float], list[int]]:
+def _jsonl(path: Path, source: str, time_field: str, body_field: str | None,
+           problems: _Problems) -> tuple[list[float], list[int], list[bytes]]:
     times: list[float] = []
     lines: list[int] = []
+    bodies: list[bytes] = []
     with path.open("rb") as f:
         for number, raw in enumerate(f, start=1):
             if not raw.strip():
@@ -98,16 +103,23 @@ def _jsonl(path: Path, source: str, time_field: str, problems: _Problems) -> tup
             if isinstance(value, str):
                 problems.add(number, value)
                 continue
+            if body_field is not None:
+                if body_field not in doc:
+                    problems.add(number, f"no {body_field!r} field (load.trace.body_field)")
+                    continue
+                bodies.append(orjson.dumps(doc[body_field]))
             times.append(value)
             lines.append(number)
             if len(times) > MAX_ARRIVALS:
                 raise UserError(f"{source}: more than {MAX_ARRIVALS:,} arrivals; split the trace")
-    return times, lines
+    return times, lines, bodies
 
 
-def _csv(path: Path, source: str, time_field: str, problems: _Problems) -> tuple[list[float], list[int]]:
+def _csv(path: Path, source: str, time_field: str, body_field: str | None,
+         problems: _Problems) -> tuple[list[float], list[int], list[bytes]]:
     times: list[float] = []
     lines: list[int] = []
+    bodies: list[bytes] = []
     with path.open(encoding="utf-8", newline="") as f:
         reader = csv.reader(f)
         try:
@@ -118,10 +130,12 @@ def _csv(path: Path, source: str, time_field: str, problems: _Problems) -> tuple
             raise UserError(f"{source}: empty file (a csv trace starts with a header line naming "
                             f"its columns, e.g. {time_field})")
         columns = {name.strip(): i for i, name in enumerate(header)}
-        if time_field not in columns:
-            raise UserError(f"{source}:1: no {time_field!r} column (load.trace.time_field); "
-                            f"the header has {', '.join(map(repr, columns)) or 'no columns'}")
+        for name, key in ((time_field, "time_field"), (body_field, "body_field")):
+            if name is not None and name not in columns:
+                raise UserError(f"{source}:1: no {name!r} column (load.trace.{key}); "
+                                f"the header has {', '.join(map(repr, columns)) or 'no columns'}")
         at = columns[time_field]
+        body_at = columns[body_field] if body_field is not None else -1
         while True:
             try:
                 row = next(reader, None)
@@ -141,14 +155,22 @@ def _csv(path: Path, source: str, time_field: str, problems: _Problems) -> tuple
             if isinstance(value, str):
                 problems.add(number, value)
                 continue
+            if body_at >= 0:
+                text = row[body_at] if body_at < len(row) else ""
+                try:
+                    bodies.append(orjson.dumps(orjson.loads(text)))
+                except orjson.JSONDecodeError as exc:
+                    problems.add(number, f"{body_field} is not JSON: {exc}")
+                    continue
             times.append(value)
             lines.append(number)
             if len(times) > MAX_ARRIVALS:
                 raise UserError(f"{source}: more than {MAX_ARRIVALS:,} arrivals; split the trace")
-    return times, lines
+    return times, lines, bodies
 
 
-def read_trace(path: Path | str, *, time_field: str = "timestamp", unit: str = "s", speed: float = 1.0) -> Trace:
+def read_trace(path: Path | str, *, time_field: str = "timestamp", unit: str = "s", speed: float = 1.0,
+               body_field: str | None = None) -> Trace:
     """The trace at `path`, ready to replay; UserError (exit 2) listing every bad line (up to a limit)."""
     path = Path(path)
     source = str(path)
@@ -159,16 +181,16 @@ def read_trace(path: Path | str, *, time_field: str = "timestamp", unit: str = "
         stat = path.stat()
     except OSError as exc:
         raise UserError(f"{source}: cannot read the trace: {exc.strerror or exc}") from None
-    return _cached(path, source, kind, stat.st_mtime_ns, stat.st_size, time_field, unit, float(speed))
+    return _cached(path, source, kind, stat.st_mtime_ns, stat.st_size, time_field, unit, float(speed), body_field)
 
 
 @lru_cache(maxsize=4)  # a scenario is validated, then planned: read each trace once
 def _cached(path: Path, source: str, kind: str, _mtime: int, _size: int, time_field: str, unit: str,
-            speed: float) -> Trace:
+            speed: float, body_field: str | None) -> Trace:
     problems = _Problems(source)
     reader = _jsonl if kind == "jsonl" else _csv
     try:
-        times, lines = reader(path, source, time_field, problems)
+        times, lines, bodies = reader(path, source, time_field, body_field, problems)
     except UnicodeDecodeError as exc:
         raise UserError(f"{source}: not UTF-8 text (byte {exc.start}): {exc.reason}") from None
     except OSError as exc:
@@ -185,4 +207,5 @@ def _cached(path: Path, source: str, kind: str, _mtime: int, _size: int, time_fi
     offsets = (raw[order] - raw[order[0]]) * UNITS[unit] / speed
     if not np.isfinite(offsets).all():
         raise UserError(f"{source}: the timestamps span more than a float can hold")
-    return Trace(offsets, np.asarray(lines, dtype=np.int64)[order], notes)
+    replay_bodies = tuple(bodies[i] for i in order) if body_field is not None else None
+    return Trace(offsets, np.asarray(lines, dtype=np.int64)[order], replay_bodies, notes)

@@ -178,3 +178,32 @@ def _reads_or_located(path: Path) -> None:
     assert len(trace.times) >= 1 and trace.times[0] == 0.0
     assert np.isfinite(trace.times).all() and (np.diff(trace.times) >= 0).all()
     assert len(trace.lines) == len(trace.times) and trace.duration > trace.times[-1]
+
+
+def test_bodies_follow_their_arrivals_in_replay_order(tmp_path: Path) -> None:
+    lines = [{"t": 2, "req": {"inputs": [[2.0]]}}, {"t": 0, "req": {"inputs": [[0.0]]}}, {"t": 1, "req": "x"}]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(doc) + "\n" for doc in lines))
+    trace = read_trace(tmp_path / "t.jsonl", time_field="t", body_field="req")
+    assert trace.bodies == (b'{"inputs":[[0.0]]}', b'"x"', b'{"inputs":[[2.0]]}')
+    (tmp_path / "t.csv").write_text('t,req\n1,"{""a"": 1}"\n0,[1]\n')
+    assert read_trace(tmp_path / "t.csv", time_field="t", body_field="req").bodies == (b"[1]", b'{"a":1}')
+    assert read_trace(tmp_path / "t.csv", time_field="t").bodies is None
+
+
+def test_bad_bodies_are_located_errors(tmp_path: Path) -> None:
+    (tmp_path / "t.jsonl").write_text('{"t": 0, "req": 1}\n{"t": 1}\n')
+    with pytest.raises(UserError, match=re.escape("t.jsonl:2: no 'req' field (load.trace.body_field)")):
+        read_trace(tmp_path / "t.jsonl", time_field="t", body_field="req")
+    (tmp_path / "t.csv").write_text("t,req\n0,{nope\n")
+    with pytest.raises(UserError, match=re.escape("t.csv:2: req is not JSON")):
+        read_trace(tmp_path / "t.csv", time_field="t", body_field="req")
+    (tmp_path / "u.csv").write_text("t\n0\n")
+    with pytest.raises(UserError, match=re.escape("u.csv:1: no 'req' column (load.trace.body_field)")):
+        read_trace(tmp_path / "u.csv", time_field="t", body_field="req")
+    (tmp_path / "ok.csv").write_text("timestamp,req\n0,1\n")
+    for extra, expected in {"\ntarget: {payload: {a: 1}}": "drop target.payload",
+                            "\ntarget: {method: GET}": "a GET request sends no body"}.items():
+        path = tmp_path / "replay.yaml"
+        path.write_text("name: replay\nload: {trace: {path: ok.csv, body_field: req}}" + extra + "\n")
+        with pytest.raises(UserError, match=re.escape(expected)):
+            load_scenario(path)

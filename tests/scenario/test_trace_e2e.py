@@ -3,6 +3,7 @@ speed, each arrival sent once, and the summary's offered rate is the trace's own
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 
 from tests.support.cli import harness
-from tests.support.rawserver import OK_JSON, RawServer, respond_forever
+from tests.support.rawserver import OK_JSON, RawServer, read_request, respond_forever
 
 pytestmark = pytest.mark.e2e
 
@@ -63,3 +64,37 @@ def test_a_killed_trace_runs_summary_is_rebuilt_from_the_trace(tmp_path: Path) -
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stages"][0]["description"].startswith("trace replay: 5 arrivals")
     assert summary["partial"] and summary["duration_s"] <= 1.125  # the trace's own length bounds it
+
+
+class Recorder:
+    """Answers every /x request and records each connection's request bodies in arrival order."""
+
+    def __init__(self) -> None:
+        self.by_connection: list[list[bytes]] = []
+
+    def __call__(self, sock: socket.socket) -> None:
+        seen: list[bytes] = []
+        self.by_connection.append(seen)
+        while raw := read_request(sock):
+            if raw.split(b" ", 2)[1] == b"/x":
+                seen.append(raw.partition(b"\r\n\r\n")[2])
+            sock.sendall(OK_JSON)
+
+
+@pytest.mark.parametrize(("engine", "processes"), [("threadpool", 1), ("threadpool", 2), ("locust", 1)])
+def test_each_arrival_sends_its_own_lines_body(tmp_path: Path, engine: str, processes: int) -> None:
+    """With body_field, arrival k sends trace line k's body (in time order). One request in flight
+    per generator, so each connection's order is its generator's: all of them with one, every
+    other one (k = g, g + 2, ...) with two."""
+    lines = [{"ts": (11 - k) / 20, "req": {"inputs": [[float(11 - k)]]}} for k in range(12)]  # written backwards
+    (tmp_path / "trace.jsonl").write_text("".join(json.dumps(doc) + "\n" for doc in lines))
+    path = tmp_path / "bodies.yaml"
+    path.write_text(f"name: bodies\nengine: {engine}\ntarget: {{endpoint: /x}}\ngenerator: {{processes: {processes}}}\n"
+                    f"load: {{max_in_flight: {processes}, trace: {{path: trace.jsonl, time_field: ts, body_field: req}}}}\n")
+    recorder = Recorder()
+    with RawServer(recorder) as server:
+        result = harness("run", str(path), "--url", f"http://127.0.0.1:{server.port}", "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    expected = [json.dumps({"inputs": [[float(k)]]}, separators=(",", ":")).encode() for k in range(12)]
+    sequences = sorted((s for s in recorder.by_connection if s), key=lambda s: s[0])
+    assert sequences == [expected[g::processes] for g in range(processes)]
