@@ -168,12 +168,19 @@ def test_any_jsonl_reads_or_is_refused_with_a_located_message(tmp_path: Path, li
 
 
 def _reads_or_located(path: Path) -> None:
+    for body_field in (None, "body"):
+        _one_read_or_located(path, body_field)
+
+
+def _one_read_or_located(path: Path, body_field: str | None) -> None:
     try:
-        trace = read_trace(path)
+        trace = read_trace(path, body_field=body_field)
     except UserError as exc:
         assert exc.exit_code == EXIT_BAD_INPUT
         assert exc.messages and all(LOCATED.match(m) for m in exc.messages), exc.messages
         return
+    assert (trace.bodies is None) == (body_field is None)
+    assert trace.bodies is None or len(trace.bodies) == len(trace.times)
     # accepted: a real replay, sorted from 0, finite, one file line per arrival
     assert len(trace.times) >= 1 and trace.times[0] == 0.0
     assert np.isfinite(trace.times).all() and (np.diff(trace.times) >= 0).all()
