@@ -62,12 +62,14 @@ def resolve(scenario: Scenario) -> dict[str, Any] | None:
     null included) checks the same way again."""
     target = scenario.target
     expect = target.expect
+    # requests from a dataset may each name their own endpoint: target.endpoint says nothing of them
+    defaults = {} if getattr(target, "dataset", None) is not None else default_rules(target.endpoint)
     if expect is None:
-        rules = default_rules(target.endpoint) if scenario.uses_bundled_server else {}
-        return {"status": [200], "sample": 1.0, "seed": 0, **rules} if rules else None
+        return {"status": [200], "sample": 1.0, "seed": 0, **defaults} if defaults and scenario.uses_bundled_server \
+            else None
     doc = {"status": list(expect.status), "sample": expect.sample, "seed": expect.seed}
     given = {k: getattr(expect, k) for k in BODY_RULES if getattr(expect, k) is not None}
-    doc.update(given if given else default_rules(target.endpoint))
+    doc.update(given if given else defaults)
     return doc
 
 

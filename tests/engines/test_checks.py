@@ -103,6 +103,11 @@ def test_defaults_for_the_bundled_servers_endpoints() -> None:
     assert resolve(scenario(expect={"contains": "x"})) == {"status": [200], "sample": 1.0, "seed": 0,
                                                            "contains": "x"}
     assert resolve(scenario(endpoint="/healthz", expect={})) == {"status": [200], "sample": 1.0, "seed": 0}
+    # a dataset's lines may each name another endpoint: no default from target.endpoint
+    with_dataset = Scenario.model_validate({"target": {"dataset": {"path": "d.jsonl"}}, "load": LOAD})
+    assert resolve(with_dataset) is None
+    assert resolve(with_dataset.model_copy(update={"target": with_dataset.target.model_copy(
+        update={"expect": scenario(expect={}).target.expect})})) == {"status": [200], "sample": 1.0, "seed": 0}
 
 
 def test_a_run_folders_scenario_checks_the_same_way_again() -> None:
