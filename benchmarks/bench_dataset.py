@@ -6,11 +6,11 @@ dataset's memory.
 
 1. Ceiling: nginx returning a fixed JSON body on loopback (started as benchmarks/bench_harness.py
    starts it), a closed loop at `--users` users, in back-to-back pairs (order alternating): one run
-   sending one fixed body of ~300 bytes (`target.payload`), one sending a dataset of `--lines`
+   sending one fixed body of ~400 bytes (`target.payload`), one sending a dataset of `--lines`
    distinct bodies of the same size (`target.dataset`). The figure is the median over pairs of
    successful req/s with the dataset ÷ the fixed body: need >= 0.95. At the ceiling the generator is
    the bottleneck by design, so a run the harness calls invalid only for its generator's CPU counts.
-2. Memory: a dataset of `--big-lines` lines (~300 bytes each, ~300 MB) run for a few seconds at
+2. Memory: a dataset of `--big-lines` lines (~400 bytes each, ~400 MB) run for a few seconds at
    `--processes` generator processes; printed: the time the harness took to check the file, and the
    peak RSS of the harness and its generators together (resources.csv, summed per sample): need
    <= 1.5 GB.
@@ -35,7 +35,7 @@ from bench_tools import HarnessRun, ensure_tools, harness_run, spread, start_ngi
 
 RATIO_TARGET = 0.95
 RSS_TARGET_GB = 1.5
-WIDTH = 40  # numbers per body: ~300 bytes of JSON
+WIDTH = 40  # numbers per body: ~400 bytes of JSON
 
 
 def body(i: int) -> dict:

@@ -103,3 +103,30 @@ def test_figures_per_name_and_a_threshold_on_one_name_fail_the_run(tmp_path: Pat
     assert [t["observed"] for t in summary["thresholds"]] == [30, 10, None]
     assert "by name:" in console and "dataset     40 of 4 requests sent (10 passes, wrapped around 9 times)" in console
     assert "small" in console.split("by name:")[1] and "threshold   requests[small] < 25" in console
+
+
+@pytest.mark.parametrize("engine", ["threadpool", "locust"])
+def test_binary_v2_bodies_are_answered_by_the_bundled_server_which_logs_each_request_id(tmp_path: Path,
+                                                                                        engine: str) -> None:
+    """All-ones [2, 3] tensors in Triton's binary format: `linear` answers 0.3 per row only if it
+    read the FP32 bytes right; its access log names every request id the rows recorded."""
+    path = tmp_path / "binary.yaml"
+    path.write_text(f"name: binary\nengine: {engine}\n"
+                    "target:\n  server: {model: linear, workers: 1, access_log: true}\n"
+                    "  endpoint: /v2/models/linear/infer\n"
+                    "  generate: {shape: [2, 3], format: v2-binary, variants: 2, low: 1, high: 1}\n"
+                    "  request_id: {header: X-Request-ID}\n"
+                    "  expect: {json_path: 'outputs[0].data', equals: [0.3, 0.3]}\n"
+                    "load: {start: 2, stages: [{duration: 1s, target: 2}]}\n")
+    out = tmp_path / "run"
+    result = harness("run", str(path), "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["requests"] > 10 and summary["errors"] == 0, summary["errors_by_kind"]
+    df = pd.read_csv(out / "samples-0.csv", dtype={"request_id": str})
+    ids = df["request_id"].tolist()
+    assert len(set(ids)) == len(ids) and all(i.startswith("run-0-") for i in ids)
+    logged = {line.rsplit('rid="', 1)[1].rstrip('"\n') for line in (out / "server.log").read_text().splitlines()
+              if 'rid="run-' in line}
+    assert set(ids) <= logged
+    assert_all_gone(out)
