@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
                     if cpu_us(a) and cpu_us(b):
                         cpu_pairs.append((cpu_us(b) or 0.0, cpu_us(a) or 0.0))
                 else:
-                    print(f"round {k + 1}: not evidence ({a.why_not or 'checked run had errors'}; {b.why_not})")
+                    why = [f"checked: {a.why_not or 'errors'}" if a.why_not or a.figure("errors") else "",
+                           f"plain: {b.why_not}" if b.why_not else ""]
+                    print(f"round {k + 1}: not evidence ({'; '.join(w for w in why if w)})")
             sanity = harness_run(scenario(folder / "missing.yaml", args.engine, args.users, 1.0,
                                           {"json_path": "no_such_field", "sample": 1.0}), folder / "missing", url=url)
             kinds = (sanity.summary or {}).get("errors_by_kind")
