@@ -62,8 +62,9 @@ def resolve(scenario: Scenario) -> dict[str, Any] | None:
     null included) checks the same way again."""
     target = scenario.target
     expect = target.expect
-    # requests from a dataset may each name their own endpoint: target.endpoint says nothing of them
-    defaults = {} if getattr(target, "dataset", None) is not None else default_rules(target.endpoint)
+    # requests from a dataset or a mix may each name their own endpoint: target.endpoint says nothing of them
+    mixed = getattr(target, "dataset", None) is not None or bool(getattr(target, "requests", None))
+    defaults = {} if mixed else default_rules(target.endpoint)
     if expect is None:
         return {"status": [200], "sample": 1.0, "seed": 0, **defaults} if defaults and scenario.uses_bundled_server \
             else None

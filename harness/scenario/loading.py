@@ -90,7 +90,8 @@ def _check_trace(scenario: Scenario, base_dir: Path) -> list[str]:
     if load.warmup >= trace.duration:
         return [f"load.warmup ({load.warmup:g} s) leaves nothing to measure in the trace's {trace.duration:g} s"]
     target = scenario.target
-    others = [k for k in ("payload", "payload_file", "generate", "dataset") if getattr(target, k, None) is not None]
+    others = [k for k in ("payload", "payload_file", "generate", "dataset", "requests")
+              if getattr(target, k, None) not in (None, [])]
     if load.trace.body_field is not None and (others or target.method == "GET"):
         return [f"load.trace.body_field gives every request's body; drop target.{others[0]}" if others
                 else "load.trace.body_field: a GET request sends no body"]
