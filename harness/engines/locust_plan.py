@@ -59,6 +59,8 @@ class Bridge:
     expect: dict[str, Any] | None = None  # response checks (harness.scenario.expect.resolve)
     dataset: dict[str, Any] | None = None  # request_table.DatasetSource.to_dict(): each process reads its share
     request_id: list[str] | None = None  # [header, run name]: send `<run>-<gen>-<seq>` in that header
+    mix: list[dict[str, Any]] | None = None  # target.requests (mix_document)
+    mix_seed: int = 0
 
     @classmethod
     def from_environment(cls) -> Bridge:
@@ -88,6 +90,7 @@ def plan_document(scenario: Scenario, plan: LoadPlan, bodies: list[bytes], heade
         "bodies": [] if source is not None else [b.decode("latin-1") for b in bodies], "headers": all_headers,
         "dataset": source.to_dict() if source is not None else None,
         "request_id": [rid.header, run_dir.name if run_dir else "ui"] if rid is not None else None,
+        "mix": mix_document(scenario, headers), "mix_seed": target.mix_seed,
         "timeout": target.timeout, "plan": plan.to_dict(),
         "max_in_flight": scenario.load.max_in_flight,
         "workers": max(scenario.locust.workers + scenario.locust.remote_workers, 1),
@@ -95,6 +98,27 @@ def plan_document(scenario: Scenario, plan: LoadPlan, bodies: list[bytes], heade
         "tls": tls.to_dict() if tls is not None else None,
         "expect": expect.resolve(scenario),
     }
+
+
+def mix_document(scenario: Scenario, headers: dict[str, str]) -> list[dict[str, Any]] | None:
+    """target.requests for the locustfile: each kind's request settings, bodies (latin-1) or dataset."""
+    from harness.engines.request_table import dataset_source_of
+    from harness.scenario.payload import source_bodies, source_headers
+
+    target = scenario.target
+    if target.requests is None:
+        return None
+    out = []
+    for kind in target.requests:
+        method = kind.method or target.method
+        source = dataset_source_of(kind.dataset)
+        kind_headers = {**({"Content-Type": "application/json"} if method == "POST" else {}),
+                        **source_headers(kind, method), **headers, **kind.headers}
+        out.append({"name": kind.name, "weight": kind.weight, "method": method,
+                    "endpoint": kind.endpoint or target.endpoint, "headers": kind_headers,
+                    "bodies": [] if source else [b.decode("latin-1") for b in source_bodies(kind, method, Path("."))],
+                    "dataset": source.to_dict() if source else None})
+    return out
 
 
 def write_plan(run_dir: Path, doc: dict[str, Any]) -> Path:

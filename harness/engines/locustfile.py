@@ -24,7 +24,7 @@ from locust import FastHttpUser, LoadTestShape, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
 from harness.engines.locust_plan import PARENT_ENV, Bridge, Clock, checked_row, response_row
-from harness.engines.request_table import DatasetSource, Table, request_id_prefix, table
+from harness.engines.request_table import DatasetSource, Kind, Table, mix_table, request_id_prefix, table
 from harness.engines.tls import ClientTLS
 from harness.engines.web_auth import WEB_AUTH_ENV, parse_credentials, require_basic_auth
 from harness.results import layout
@@ -75,9 +75,22 @@ def line_request(line: Line) -> tuple[str, str, bytes, dict[str, str]]:
 
 
 def request_table(part: int, parts: int) -> Table:
-    """This process's requests: every fixed body, or its share of the dataset."""
+    """This process's requests: every fixed body, its share of the dataset, or a mix of kinds."""
+    if BRIDGE.mix is not None:
+        kinds = [Kind(k["name"], k["weight"],
+                      [(k["method"], k["endpoint"], b.encode("latin-1"), k["headers"]) for b in k["bodies"]],
+                      DatasetSource(**k["dataset"]) if k["dataset"] else None,
+                      (k["method"], k["endpoint"], k["headers"])) for k in BRIDGE.mix]
+        return mix_table(kinds, BRIDGE.mix_seed, part, parts, kind_line_request)
     fixed = [(BRIDGE.method, BRIDGE.endpoint, body, BRIDGE.headers) for body in BODIES]
     return table(fixed, SOURCE, part, parts, line_request)
+
+
+def kind_line_request(template: tuple[str, str, dict[str, str]], line: Line) -> tuple[str, str, bytes, dict[str, str]]:
+    """A mix kind's dataset line as (method, endpoint, body, headers)."""
+    method, endpoint, headers = template
+    return (line.method or method, line.endpoint or endpoint, line.body,
+            {**headers, **line.headers} if line.headers else headers)
 
 
 def send(user: FastHttpUser, intended: float, own: int) -> None:

@@ -28,12 +28,21 @@ from typing import Any
 
 from harness.engines.base import EngineContext, ProgressMessage, register
 from harness.engines.http_client import Connection, RequestFailed, request_bytes
-from harness.engines.request_table import DatasetSource, Table, dataset_source, request_id_prefix, table
+from harness.engines.request_table import (
+    DatasetSource,
+    Kind,
+    Table,
+    dataset_source,
+    dataset_source_of,
+    mix_table,
+    request_id_prefix,
+    table,
+)
 from harness.engines.tls import ClientTLS
 from harness.results import layout
 from harness.results.samples import CONNECT, HTTP_ERROR, OK, Sample, SampleWriter, not_sent
 from harness.scenario import dataset, expect
-from harness.scenario.payload import body_headers
+from harness.scenario.payload import body_headers, source_bodies, source_headers
 from harness.scenario.plan import LoadPlan
 
 PROGRESS_INTERVAL = 1.0
@@ -61,6 +70,8 @@ class GeneratorSpec:
     template: tuple[str, str, dict[str, str]] = ("POST", "/", {})  # a dataset line's defaults: method, path, headers
     base_path: str = ""  # put before a dataset line's own endpoint
     request_id: tuple[str, str] | None = None  # (header, id prefix): send `<prefix><seq>` in it
+    mix: list[Kind] | None = None  # ... or a mix (target.requests): its kinds, templates as `template`
+    mix_seed: int = 0
 
 
 @dataclass
@@ -87,7 +98,9 @@ class _Generator:
         self._stage_span = (0.0, -1.0, 0)  # (from, until, stage): the stage of intended times in it
         self.checker = expect.Checker(spec.expect, spec.gen) if spec.expect is not None else None
         self._tls = spec.tls.context() if spec.tls is not None else None  # one per process, shared by threads
-        self.table: Table = table(spec.requests, spec.dataset, spec.gen, spec.parts, self._raw)
+        self.table: Table = (mix_table(spec.mix, spec.mix_seed, spec.gen, spec.parts, self._raw_of)
+                             if spec.mix is not None else
+                             table(spec.requests, spec.dataset, spec.gen, spec.parts, self._raw))
         self._own = itertools.count()  # this generator's requests so far (closed model): next() is atomic
         self._claimed = 0  # open model: arrivals claimed so far, under _arrival_lock
         self._seq = itertools.count()
@@ -95,7 +108,10 @@ class _Generator:
 
     def _raw(self, line: dataset.Line) -> bytes:
         """A dataset line as the request bytes sent for it."""
-        method, path, headers = self.spec.template
+        return self._raw_of(self.spec.template, line)
+
+    def _raw_of(self, template: tuple[str, str, dict[str, str]], line: dataset.Line) -> bytes:
+        method, path, headers = template
         return request_bytes(line.method or method, self.spec.host, self.spec.port,
                              self.spec.base_path + line.endpoint if line.endpoint else path, line.body,
                              {**headers, **line.headers} if line.headers else headers)
@@ -441,6 +457,18 @@ def threadpool_engine(context: EngineContext) -> ThreadPoolEngine:
                                                         headers) for body in context.bodies]
     parts = scenario.generator.processes
     rid = target.request_id
+    mix = None
+    if target.requests is not None:
+        mix = []
+        for kind in target.requests:
+            method = kind.method or target.method
+            kind_path = context.base_path + (kind.endpoint or target.endpoint)
+            kind_headers = {**source_headers(kind, method), **context.headers, **kind.headers}
+            mix.append(Kind(kind.name, kind.weight,
+                            [] if kind.dataset else [request_bytes(method, context.host, context.port, kind_path, body,
+                                                                   kind_headers)
+                                                     for body in source_bodies(kind, method, Path("."))],
+                            dataset_source_of(kind.dataset), (method, kind_path, kind_headers)))
     return ThreadPoolEngine([GeneratorSpec(gen=g, parts=parts, host=context.host, port=context.port,
                                            requests=raws, timeout=target.timeout, plan=context.plan,
                                            max_in_flight=scenario.load.max_in_flight,
@@ -449,5 +477,5 @@ def threadpool_engine(context: EngineContext) -> ThreadPoolEngine:
                                            dataset=source, template=(target.method, path, headers),
                                            base_path=context.base_path,
                                            request_id=(rid.header, request_id_prefix(context.run_dir, g))
-                                           if rid is not None else None)
+                                           if rid is not None else None, mix=mix, mix_seed=target.mix_seed)
                              for g in range(parts)])

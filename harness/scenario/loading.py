@@ -67,6 +67,7 @@ def _check_files(scenario: Scenario, base_dir: Path) -> list[str]:
             problems.append(f"target.payload_file: {path} is not valid JSON: {exc}")
     problems += _check_trace(scenario, base_dir)
     problems += _check_dataset(target, base_dir)
+    problems += _check_mix(target, base_dir)
     problems += _check_tls_files(target, base_dir)
     if target.server is not None and target.server.weights is not None:
         path = resolve(base_dir, target.server.weights)
@@ -111,6 +112,38 @@ def _check_dataset(target: Target, base_dir: Path) -> list[str]:
     except UserError as exc:
         return [f"target.dataset: {m}" for m in exc.messages]
     return []
+
+
+def _check_mix(target: Target, base_dir: Path) -> list[str]:
+    """Each kind of request of `target.requests`: its payload file parses and its dataset checks;
+    both named by absolute path from here on (the engines read them)."""
+    from harness.scenario import dataset
+
+    problems = []
+    for i, kind in enumerate(target.requests or []):
+        where = f"target.requests[{i}]"
+        update: dict[str, Any] = {}
+        if kind.payload_file is not None:
+            path = resolve(base_dir, kind.payload_file).absolute()
+            update["payload_file"] = str(path)
+            try:
+                import orjson
+
+                orjson.loads(path.read_bytes())
+            except OSError as exc:
+                problems.append(f"{where}.payload_file: cannot read {path}: {exc.strerror or exc}")
+            except ValueError as exc:
+                problems.append(f"{where}.payload_file: {path} is not valid JSON: {exc}")
+        if kind.dataset is not None:
+            update["dataset"] = kind.dataset.model_copy(
+                update={"path": str(resolve(base_dir, kind.dataset.path).absolute())})
+            try:
+                dataset.check(update["dataset"].path)
+            except UserError as exc:
+                problems += [f"{where}.dataset: {m}" for m in exc.messages]
+        if update:
+            target.requests[i] = kind.model_copy(update=update)  # type: ignore[index]
+    return problems
 
 
 def _check_tls_files(target: Target, base_dir: Path) -> list[str]:

@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 
 from harness.scenario.loading import resolve
-from harness.scenario.schema import Generate, Scenario
+from harness.scenario.schema import Generate, RequestKind, Scenario, Target
 
 ARTICLE_PAYLOAD = {"inputs": [[1.0, 2.0, 3.0]]}
 
@@ -28,11 +28,18 @@ def bodies(scenario: Scenario, base_dir: Path) -> list[bytes]:
         from harness.scenario.plan import read_scenario_trace
 
         return list(read_scenario_trace(scenario).bodies or ())
-    if target.payload_file is not None:
-        return [resolve(base_dir, target.payload_file).read_bytes()]
-    if target.generate is not None:
-        return generated_bodies(target.generate)
-    payload = ARTICLE_PAYLOAD if target.payload is None else target.payload
+    return source_bodies(target, target.method, base_dir)
+
+
+def source_bodies(source: Target | RequestKind, method: str, base_dir: Path) -> list[bytes]:
+    """The body variants of the target or of one kind of request of a mix."""
+    if method == "GET":
+        return [b""]
+    if source.payload_file is not None:
+        return [resolve(base_dir, source.payload_file).read_bytes()]
+    if source.generate is not None:
+        return generated_bodies(source.generate)
+    payload = ARTICLE_PAYLOAD if source.payload is None else source.payload
     return [orjson.dumps(payload)]
 
 
@@ -41,8 +48,13 @@ BINARY_HEADER = "Inference-Header-Content-Length"
 
 def body_headers(scenario: Scenario) -> dict[str, str]:
     """Headers the bodies themselves need (a binary v2 body's JSON length and content type)."""
-    spec = scenario.target.generate
-    if spec is None or spec.format != "v2-binary" or scenario.target.method == "GET":
+    return source_headers(scenario.target, scenario.target.method)
+
+
+def source_headers(source: Target | RequestKind, method: str) -> dict[str, str]:
+    """body_headers of the target or of one kind of request of a mix."""
+    spec = source.generate
+    if spec is None or spec.format != "v2-binary" or method == "GET":
         return {}
     return {"Content-Type": "application/octet-stream", BINARY_HEADER: str(len(_binary_header(spec)))}
 

@@ -116,6 +116,38 @@ class RequestId(Strict):
                         description="the header that carries `<run>-<gen>-<seq>`")
 
 
+class RequestKind(Strict):
+    """One kind of request of a mix (target.requests), chosen by weight."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:/-]{1,64}$",
+                      description="names its rows, its figures in by_name and thresholds: `p95_ms[NAME] < 50`")
+    endpoint: str | None = Field(None, description="path to load (default: target.endpoint)")
+    method: Literal["POST", "GET"] | None = Field(None, description="HTTP method (default: target.method)")
+    payload: Any = Field(None, description="inline JSON body (default: the article's) ...")
+    payload_file: str | None = Field(None, description="... or a JSON file (relative to the scenario file) ...")
+    generate: Generate | None = Field(None, description="... or seeded random tensors ...")
+    dataset: Dataset | None = Field(None, description="... or one request per line of a jsonl file")
+    headers: dict[str, str] = Field(default_factory=dict, description="headers on top of target.headers")
+    weight: float = Field(1.0, gt=0, description="relative share of the requests")
+
+    @field_validator("payload")
+    @classmethod
+    def json_body(cls, payload: Any) -> Any:
+        return Target.json_body(payload)
+
+    @field_validator("endpoint")
+    @classmethod
+    def absolute(cls, endpoint: str | None) -> str | None:
+        return None if endpoint is None else Target.absolute(endpoint)
+
+    @model_validator(mode="after")
+    def one_payload(self) -> RequestKind:
+        given = [k for k in ("payload", "payload_file", "generate", "dataset") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of payload, payload_file, generate, dataset; got {', '.join(given)}")
+        return self
+
+
 class Tls(Strict):
     """HTTPS client settings (both engines): how the server's certificate is checked, and ours."""
 
@@ -205,6 +237,10 @@ class Target(Strict):
     payload_file: str | None = Field(None, description="... or a JSON file (relative to the scenario file) ...")
     generate: Generate | None = Field(None, description="... or seeded random tensors ...")
     dataset: Dataset | None = Field(None, description="... or one request per line of a jsonl file")
+    requests: list[RequestKind] | None = Field(None, min_length=1,
+                                               description="a mix of several kinds of request instead of one, "
+                                                           "each chosen by its weight (seeded by mix_seed)")
+    mix_seed: int = Field(0, description="seed of the mix's choices: the same seed, the same sequence")
     request_id: RequestId | None = Field(None, description="send a unique id per request in a header "
                                                            "and record it (off by default)")
     headers: dict[str, str] = Field(default_factory=dict,
@@ -264,9 +300,13 @@ class Target(Strict):
         if self.tls.customised and not https:
             raise ValueError(f"tls.{self.tls.customised[0]} needs an https:// url or a bundled server "
                              "with tls: true")
-        given = [k for k in ("payload", "payload_file", "generate", "dataset") if getattr(self, k) is not None]
+        given = [k for k in ("payload", "payload_file", "generate", "dataset", "requests")
+                 if getattr(self, k) is not None]
         if len(given) > 1:
-            raise ValueError(f"give one of payload, payload_file, generate, dataset; got {', '.join(given)}")
+            raise ValueError(f"give one of payload, payload_file, generate, dataset, requests; got {', '.join(given)}")
+        names = [kind.name for kind in self.requests or []]
+        if len(set(names)) != len(names):
+            raise ValueError(f"requests: every name once, got {names}")
         return self
 
 

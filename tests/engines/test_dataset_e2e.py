@@ -130,3 +130,44 @@ def test_binary_v2_bodies_are_answered_by_the_bundled_server_which_logs_each_req
               if 'rid="run-' in line}
     assert set(ids) <= logged
     assert_all_gone(out)
+
+
+@pytest.mark.parametrize(("engine", "processes"), [("threadpool", 2), ("locust", 1)])
+def test_a_mix_sends_each_kind_by_its_seeded_weight(tmp_path: Path, engine: str, processes: int) -> None:
+    """Three kinds, weights 1:2:1 (a payload, generated tensors, a dataset): which kind request k is
+    follows the seeded schedule exactly, so the shares are reproducible, within statistical bounds
+    of the weights, sent to each kind's endpoint, and broken down per name in summary.json."""
+    from harness.engines.request_table import schedule
+
+    (tmp_path / "c.jsonl").write_text('{"c": 1}\n{"c": 2}\n{"c": 3}\n')
+    rate, seconds = 100, 2
+    n = rate * seconds
+    path = tmp_path / "mix.yaml"
+    path.write_text(f"name: mix\nengine: {engine}\ngenerator: {{processes: {processes}}}\n"
+                    "target:\n  endpoint: /default\n  mix_seed: 7\n  requests:\n"
+                    "    - {name: a, endpoint: /a, payload: {a: 1}, weight: 1}\n"
+                    "    - {name: b, endpoint: /b, generate: {shape: [1, 2], variants: 2}, weight: 2,"
+                    " headers: {X-Kind: b}}\n"
+                    "    - {name: c, dataset: {path: c.jsonl}, weight: 1}\n"
+                    f"load: {{model: open, start: {rate}, stages: [{{duration: {seconds}s, target: {rate}}}]}}\n")
+    out = tmp_path / "run"
+    recorder = Recorder()
+    with RawServer(recorder) as server:
+        result = harness("run", str(path), "--url", f"http://127.0.0.1:{server.port}", "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_all_gone(out)
+    df = pd.concat(pd.read_csv(p, keep_default_na=False, na_values={"line": [""]})
+                   for p in sorted(out.glob("samples-*.csv"))).sort_values("intended", ignore_index=True)
+    assert len(df) == n
+    kinds = schedule([1, 2, 1], 7)[:n]
+    assert df["name"].tolist() == [["a", "b", "c"][k] for k in kinds]  # request k is the schedule's kind k
+    counts = df["name"].value_counts()
+    for name, weight in [("a", 0.25), ("b", 0.5), ("c", 0.25)]:  # within 4 standard deviations
+        assert abs(counts[name] - n * weight) <= 4 * (n * weight * (1 - weight)) ** 0.5, counts
+    assert df.loc[df["name"] == "c", "line"].notna().all() and df.loc[df["name"] != "c", "line"].isna().all()
+    paths = pd.Series([p for p, _, _ in recorder.requests]).value_counts()
+    assert paths.to_dict() == {"/a": counts["a"], "/b": counts["b"], "/default": counts["c"]}
+    assert all(h.get("x-kind") == "b" for p, _, h in recorder.requests if p == "/b")
+    assert {b for p, b, _ in recorder.requests if p == "/a"} == {b'{"a":1}'}
+    summary = json.loads((out / "summary.json").read_text())
+    assert {k: v["requests"] for k, v in summary["by_name"].items()} == counts.to_dict()

@@ -168,3 +168,31 @@ def test_a_threshold_may_name_one_kind_of_request() -> None:
         parse_threshold("server_cpu_percent[predict] < 50")
     with pytest.raises(ValueError, match="not a threshold expression"):
         parse_threshold("p95_ms[a,b] < 50")
+
+
+def test_a_mix_is_checked_like_a_target(tmp_path: Path) -> None:
+    def scenario(requests: str) -> Path:
+        path = tmp_path / "mix.yaml"
+        path.write_text(f"name: m\ntarget: {{url: 'http://127.0.0.1:9', requests: {requests}}}\n"
+                        "load: {stages: [{duration: 1s, target: 1}]}\n")
+        return path
+
+    with pytest.raises(UserError, match="every name once"):
+        load_scenario(scenario("[{name: a}, {name: a}]"))
+    with pytest.raises(UserError, match=r"target.requests\[0\]: give one of payload, payload_file, generate, dataset;"):
+        load_scenario(scenario("[{name: a, payload: 1, payload_file: x.json}]"))
+    (tmp_path / "bad.jsonl").write_text("{x\n")
+    with pytest.raises(UserError) as err:
+        load_scenario(scenario("[{name: a, dataset: {path: bad.jsonl}}, {name: b, payload_file: none.json}]"))
+    assert any("target.requests[0].dataset: " in m and "bad.jsonl:1: invalid JSON" in m for m in err.value.messages)
+    assert any("target.requests[1].payload_file: cannot read" in m for m in err.value.messages)
+    with pytest.raises(UserError, match="give one of payload, payload_file, generate, dataset, requests"):
+        load_scenario(write_scenario(tmp_path, ["1"], spec="{path: data.jsonl}, requests: [{name: a}]"))
+
+
+def test_the_mix_schedule_is_seeded_and_follows_the_weights() -> None:
+    from harness.engines.request_table import schedule
+
+    a, b = schedule([1, 3], 0), schedule([1, 3], 0)
+    assert (a == b).all() and not (a == schedule([1, 3], 1)).all()
+    assert abs(float((a == 1).mean()) - 0.75) < 0.01  # 65,536 draws: within ~6 standard deviations
