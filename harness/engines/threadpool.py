@@ -40,7 +40,7 @@ from harness.engines.request_table import (
 )
 from harness.engines.tls import ClientTLS
 from harness.results import layout
-from harness.results.samples import CONNECT, HTTP_ERROR, OK, Sample, SampleWriter, not_sent
+from harness.results.samples import CONNECT, HTTP_ERROR, OK, TLS, Sample, SampleWriter, not_sent
 from harness.scenario import dataset, expect
 from harness.scenario.payload import body_headers, source_bodies, source_headers
 from harness.scenario.plan import LoadPlan
@@ -173,7 +173,7 @@ class _Generator:
             row = tuple.__new__(Sample, (intended, start - t0, end - t0, 0, exc.kind, 0, self._stage_of(intended),
                                          self.spec.gen, None, None, None, name, line, rid))
             counters.errors += 1
-            refused = exc.kind == CONNECT
+            refused = exc.kind in (CONNECT, TLS)  # both fail again at once: back off, do not spin
         else:
             refused = False
             end = time.monotonic()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from harness.scenario.schema import Scenario
 from target_server.ports import free_port, port_taken
 
 DEFAULT_WEB_PORT = 8089  # Locust's own default
+UI_START_TIMEOUT_S = 60.0
 
 
 def choose_web_port(host: str, asked: int | None) -> int:
@@ -41,6 +43,18 @@ def choose_web_port(host: str, asked: int | None) -> int:
         return free_port(host) if port_taken(host, DEFAULT_WEB_PORT) else DEFAULT_WEB_PORT
     except OSError as exc:
         raise UserError(f"--web-host {host}: cannot listen there: {exc.strerror or exc}") from None
+
+
+def wait_listening(host: str, port: int, processes: LocustProcesses, timeout: float) -> bool:
+    """Announce the address only once it answers: a browser opened at once must not be refused."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and processes.master_alive():
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.2)
+    return False
 
 
 def describe_auth() -> str:
@@ -78,6 +92,9 @@ def serve_ui(scenario: Scenario, scenario_path: Path, run_dir: Path, *, web_host
             processes = LocustProcesses(run_dir, doc, address.url, workers,
                                         ["--web-host", web_host, "--web-port", str(web_port)])
             processes.start()
+            if not wait_listening(web_host, web_port, processes, UI_START_TIMEOUT_S):
+                raise UserError(f"Locust's web UI did not come up on {web_host}:{web_port} within "
+                                f"{UI_START_TIMEOUT_S:.0f} s; see {run_dir / layout.LOCUST_LOG}")
             print(f"Locust web UI: http://{web_host}:{web_port}  ({auth}; target {address.url}; "
                   "Ctrl-C to stop)", flush=True)
             print(f"samples go to {run_dir}", flush=True)
