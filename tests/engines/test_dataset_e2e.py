@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.support.cli import assert_all_gone, harness
+from tests.support.cli import assert_all_gone, assert_exit, harness
 from tests.support.rawserver import OK_JSON, RawServer, read_request
 
 pytestmark = pytest.mark.e2e
@@ -52,7 +52,7 @@ def run(tmp_path: Path, engine: str, dataset: str, lines: list[str], extra: str 
     with RawServer(recorder) as server:
         result = harness("run", str(path), "--url", f"http://127.0.0.1:{server.port}", "--out", str(out),
                          *(["--quiet"] if code == 0 else []))
-    assert result.returncode == code, result.stdout + result.stderr
+    assert_exit(result, code, out)
     assert_all_gone(out)
     df = pd.concat(pd.read_csv(p, keep_default_na=False, na_values={"line": [""]}, dtype={"request_id": str})
                    for p in sorted(out.glob("samples-*.csv")))
@@ -154,7 +154,7 @@ def test_a_mix_sends_each_kind_by_its_seeded_weight(tmp_path: Path, engine: str,
     recorder = Recorder()
     with RawServer(recorder) as server:
         result = harness("run", str(path), "--url", f"http://127.0.0.1:{server.port}", "--out", str(out), "--quiet")
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_exit(result, 0, out)
     assert_all_gone(out)
     df = pd.concat(pd.read_csv(p, keep_default_na=False, na_values={"line": [""]})
                    for p in sorted(out.glob("samples-*.csv"))).sort_values("intended", ignore_index=True)

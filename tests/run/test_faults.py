@@ -67,7 +67,7 @@ def test_target_down_with_continue_runs_to_the_end_and_counts_errors(tmp_path: P
     a refused connect, so the refused attempts are bounded by the users and the time, not a busy loop."""
     out = tmp_path / "run"
     users = 2
-    with RawServer(respond_forever(OK_JSON)) as server:
+    with RawServer(respond_forever(OK_JSON, delay_s=0.005)) as server:
         with start_harness(str(external_scenario(tmp_path, "continue")), "--url",
                            f"http://127.0.0.1:{server.port}", "--out", str(out), "--quiet") as proc:
             wait_for_rows(proc, out / "samples-0.csv")
@@ -307,7 +307,7 @@ def test_repeated_run_check_and_report(tmp_path: Path) -> None:
     scenario.write_text("# repeated\nname: rep\ntarget: {endpoint: /x, timeout: 1s}\n"
                         "load: {model: closed, start: 2, warmup: 0s, stages: [{duration: 6s, target: 2}]}\n")
     out = tmp_path / "run"
-    with RawServer(respond_forever(OK_JSON)) as server:
+    with RawServer(respond_forever(OK_JSON, delay_s=0.005)) as server:
         result = harness("run", str(scenario), "--url", f"http://127.0.0.1:{server.port}", "--out", str(out),
                          "--quiet", "--repeat", "2")
     assert result.returncode == 0, result.stderr

@@ -11,6 +11,7 @@ too (survivors are killed and reported). `harness()` runs one command to complet
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -254,3 +255,21 @@ def harness(*args: str, timeout: float = 120, env: dict[str, str] | None = None,
     with HarnessProcess(*args, env=env, cwd=cwd) as proc:
         code = proc.wait(timeout)
         return subprocess.CompletedProcess(proc.args, code, proc.stdout, proc.stderr)
+
+
+# A run's own verdict that the generator, not the server, fell behind (harness.analysis.validity and
+# the Locust bridge word them so).
+GENERATOR_BEHIND = ("although slots were free", "% of a core (limit", "generator process above 90% CPU")
+
+
+def assert_exit(result: subprocess.CompletedProcess[str], expected: int, run_dir: Path) -> None:
+    """Assert a run's exit code where the generator's timeliness is not the subject. On a loaded
+    machine a short run can rightly judge itself invalid (exit 3) because the generator sent late
+    or ran hot; that verdict is accepted only when it is the run's sole reason, so any other
+    failure still fails the test. The verdict itself is tested in tests/analysis."""
+    if result.returncode == expected:
+        return
+    output = result.stdout + result.stderr
+    assert result.returncode == 3, output
+    reasons = json.loads((run_dir / "summary.json").read_text())["invalid_reasons"]
+    assert reasons and all(any(mark in r for mark in GENERATOR_BEHIND) for r in reasons), output

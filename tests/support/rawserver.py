@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Callable
 
 Handler = Callable[[socket.socket], None]
@@ -81,10 +82,14 @@ class RawServer:
                 pass
 
 
-def respond_forever(response: bytes) -> Handler:
-    """Keep-alive server answering every request with the same bytes."""
+def respond_forever(response: bytes, delay_s: float = 0.0) -> Handler:
+    """Keep-alive server answering every request with the same bytes, each after `delay_s` (like a
+    model's service time: closed-model users then wait on the server instead of spinning the
+    generator's CPU, which the run's validity check would rightly call the bottleneck)."""
     def handle(sock: socket.socket) -> None:
         while read_request(sock):
+            if delay_s:
+                time.sleep(delay_s)
             sock.sendall(response)
     return handle
 
