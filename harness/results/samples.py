@@ -68,7 +68,8 @@ DTYPES = {"intended": "float64", "start": "float64", "end": "float64", "status":
           "error": "string", "bytes": "int64", "stage": "int32", "gen": "int32",
           "srv_queue_ms": "float64", "srv_infer_ms": "float64", "srv_total_ms": "float64",
           "name": "string", "line": "Int64", "request_id": "string"}
-_OPTIONAL = ("start", "end", "srv_queue_ms", "srv_infer_ms", "srv_total_ms", "line")  # empty cell = missing
+_OPTIONAL = ("start", "end", "srv_queue_ms", "srv_infer_ms", "srv_total_ms", "name", "line",
+             "request_id")  # empty cell = missing (an unnamed request has no name, not the name "")
 _SENT = ("name", "line", "request_id")  # columns added later: an older file lacks them
 FLUSH_CHUNK = 256  # rows formatted per write()
 _PLAIN = "%.6f,%.6f,%.6f,%d,%s,%d,%d,%d,,,"  # a sent request without Server-Timing (the common row)

@@ -79,6 +79,7 @@ def test_sample_writer_round_trip_torn_line_and_gzip(tmp_path: Path) -> None:
         f.write(b"9.5,9.5,9.6,200,,1")  # a line torn by SIGKILL mid-write
     df = read_samples(tmp_path)
     assert len(df) == 501 and df["error"].iloc[-1] == NOT_SENT and np.isnan(df["start"].iloc[-1])
+    assert df["name"].isna().all() and df["request_id"].isna().all()  # unnamed rows: no name, not ""
     raw = (tmp_path / "samples-0.csv").read_bytes()
     (tmp_path / "samples-0.csv").unlink()
     (tmp_path / "samples-0.csv.gz").write_bytes(gzip.compress(raw))

@@ -87,6 +87,7 @@ def test_external_url_open_model_accounts_for_every_request(tmp_path: Path) -> N
     assert summary["accounting"]["completed"] == planned == summary["requests"]
     assert 450 < planned < 750  # Poisson around 600
     assert summary["target"]["bundled"] is False and summary["arrival"] == "poisson"
+    assert "by_name" not in summary and "by name:" not in result.stdout  # nothing named, no per-name table
     assert_all_gone(out)
 
 
