@@ -17,7 +17,7 @@ import pytest
 
 from target_server.ports import free_port
 from tests.support import ROOT
-from tests.support.cli import HarnessProcess, assert_all_gone, complete_rows, harness, wait_until
+from tests.support.cli import HarnessProcess, assert_all_gone, assert_exit, complete_rows, harness, wait_until
 from tests.support.rawserver import OK_JSON, HeldPort, RawServer, respond_forever
 from tests.support.server_fixtures import start_server
 
@@ -149,7 +149,7 @@ load: {model: open, arrival: constant, start: 100, stages: [{duration: 4s, targe
 """
     out = tmp_path / "run"
     result = harness("run", str(scenario(tmp_path, text)), "--out", str(out), "--quiet")
-    assert result.returncode == 0, result.stderr + result.stdout
+    assert_exit(result, 0, out)
     summary = json.loads((out / "summary.json").read_text())
     acc = summary["accounting"]
     assert acc["planned"] == 400 == acc["completed"]  # constant arrivals: exactly rate x duration

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.support.cli import assert_all_gone, harness
+from tests.support.cli import assert_all_gone, assert_exit, harness
 from tests.support.rawserver import OK_JSON, RawServer, read_request, respond_forever
 
 pytestmark = pytest.mark.e2e
@@ -64,7 +64,7 @@ def test_a_frozen_server_shows_in_the_latency_of_every_request_scheduled_during_
     target = FreezingTarget(after=rate, freeze=freeze)
     with RawServer(target) as server:
         result = harness("run", str(path), "--url", f"http://127.0.0.1:{server.port}", "--out", str(out), "--quiet")
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_exit(result, 0, out)  # every arrival's accounting is the subject
     assert target.until is not None and 0 < len(target.holds) <= slots  # the server itself held only these
     summary = json.loads((out / "summary.json").read_text())
     acc = summary["accounting"]
@@ -96,7 +96,7 @@ def test_generator_processes_split_one_plan_and_account_for_every_arrival(tmp_pa
     out = tmp_path / "run"
     with RawServer(respond_forever(OK_JSON)) as server:
         result = harness("run", str(path), "--url", f"http://127.0.0.1:{server.port}", "--out", str(out), "--quiet")
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_exit(result, 0, out)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["generator_processes"] == 2
     assert summary["accounting"]["planned"] == rate * seconds == summary["accounting"]["completed"]
