@@ -6,13 +6,14 @@ from typing import Any, cast
 
 import pandas as pd
 
-from harness.analysis import stats, validity
+from harness.analysis import stats, tokens, validity
 from harness.errors import EXIT_INTERRUPTED, EXIT_INVALID_RUN, EXIT_PASSED, EXIT_THRESHOLD_FAILED
 from harness.results import checks
 from harness.results.meta import environment
 from harness.results.resources import SERVER_ROLES, read_resources
 from harness.results.samples import NOT_SENT, read_samples
 from harness.results.summary import SCHEMA_VERSION, Summary
+from harness.results.tokens import read_streams
 from harness.scenario.plan import LoadPlan
 from harness.scenario.thresholds import Threshold
 
@@ -48,9 +49,11 @@ def resource_figures(resources: pd.DataFrame, start: float, end: float) -> dict[
 
 def build(run_dir: Path, *, meta: dict[str, Any], plan: LoadPlan, thresholds: list[Threshold],
           max_in_flight: int, stopped_at: float, interrupted: bool, reasons: list[str],
-          notes: list[str] | None = None, dataset_requests: int | None = None) -> Summary:
+          notes: list[str] | None = None, dataset_requests: int | None = None,
+          goodput: dict[str, float | None] | None = None) -> Summary:
     """Everything in summary.json, from the samples and resources on disk plus the run's metadata
-    (and the number of requests in target.dataset, to say how often the run went through it)."""
+    (and the number of requests in target.dataset, to say how often the run went through it, and
+    a generative run's goodput objectives)."""
     df = read_samples(run_dir)
     resources = read_resources(run_dir)
     until = min(stopped_at, plan.duration)
@@ -88,6 +91,7 @@ def build(run_dir: Path, *, meta: dict[str, Any], plan: LoadPlan, thresholds: li
         "accounting": stats.accounting(df[df["intended"] < until]),
         "server_timing": stats.server_timing_split(window),
         **sent_figures(df[df["intended"] < until], window, measured_s, dataset_requests),
+        **generative_figures(run_dir, meta, window, plan.warmup, until, goodput),
         **resource_figures(resources, plan.warmup, until),
         "valid": verdict.valid,
         "invalid_reasons": verdict.reasons,
@@ -119,6 +123,15 @@ def sent_figures(run: pd.DataFrame, window: pd.DataFrame, measured_s: float,
                           "passes": round(sent / dataset_requests, 3),
                           "wraps": max(0, -(-sent // dataset_requests) - 1)}
     return out
+
+
+def generative_figures(run_dir: Path, meta: dict[str, Any], window: pd.DataFrame, warmup: float, until: float,
+                       goodput: dict[str, float | None] | None) -> dict[str, Any]:
+    """`tokens` and `goodput` of a generative run's measured window (nothing for other runs)."""
+    if not (meta.get("target") or {}).get("api"):
+        return {}
+    streams = stats.measured(read_streams(run_dir), warmup, until)
+    return tokens.token_figures(streams, window, max(until - warmup, 0.0), goodput)
 
 
 def exit_code(summary: Summary) -> int:

@@ -51,6 +51,7 @@ class EngineContext:
     run_dir: Path
     tls: ClientTLS | None = None  # HTTPS settings, for an https target
     base_path: str = ""  # the url's path, put before every endpoint (Locust gets it with the url)
+    model: str | None = None  # a generative run's model (target.model or the server's first)
 
 
 class Engine(Protocol):

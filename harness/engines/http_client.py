@@ -19,6 +19,10 @@ TCP connect, so the handshake is part of connecting: `warm_up` pays it before th
 a reconnect inside `request` pays it in that request's latency. A TLS socket uses Python's timeout
 mode instead of kernel timeouts: OpenSSL retries a read that SO_RCVTIMEO interrupted, so the
 kernel timeout would never end it.
+
+A streamed response (server-sent events) is read through a body sink (`request(sink=...)`): the
+sink learns the status when the headers are in and gets each piece of the body as it arrives,
+chunked framing removed, so it can time tokens; the first byte's time is set on it too.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ import socket
 import ssl
 import struct
 import time
-from typing import NamedTuple, cast
+from typing import NamedTuple, Protocol, cast
 
 from harness.engines.tls import describe
 from harness.results.samples import CLOSED, CONNECT, PROTOCOL, RESET, TIMEOUT, TLS, TOO_LARGE
@@ -70,6 +74,20 @@ class Response(NamedTuple):  # a tuple: three times cheaper to build than a froz
     body: bytes | None = None  # the body itself, only when the request asked to keep it
 
 
+class BodySink(Protocol):
+    """Where a streamed body goes, piece by piece (harness.engines.sse.OpenAIStream)."""
+
+    first_byte: float | None
+
+    def head(self, status: int) -> None: ...
+
+    def append(self, piece: bytes) -> None: ...
+
+
+class _Parts(Protocol):
+    def append(self, piece: bytes) -> None: ...
+
+
 class _Stale(Exception):
     """The reused connection was closed by the server before answering: reconnect and resend."""
 
@@ -89,6 +107,7 @@ class Connection:
         self._rearm_below = 0.0  # re-arm when less time than this is left
         self._buf = bytearray(RECV_BYTES)
         self._keep = False  # keep the body of the response being read (a checked request)
+        self._sink: BodySink | None = None  # ... or hand it to this sink as it arrives (a stream)
         self._view = memoryview(self._buf)
 
     def close(self) -> None:
@@ -172,12 +191,15 @@ class Connection:
         self._armed = seconds
         self._rearm_below = seconds - max(DEADLINE_SLACK, 0.01 * seconds)
 
-    def request(self, raw: bytes, timeout: float, keep_body: bool = False) -> Response:
+    def request(self, raw: bytes, timeout: float, keep_body: bool = False,
+                sink: BodySink | None = None) -> Response:
         """Send prebuilt request bytes and read the whole response within `timeout` seconds.
 
-        The body is counted, not kept, unless `keep_body` (a response check needs it)."""
+        The body is counted, not kept, unless `keep_body` (a response check needs it) or a `sink`
+        takes it piece by piece (a stream; the sink may raise RequestFailed to end it)."""
         deadline = time.monotonic() + timeout
         self._keep = keep_body
+        self._sink = sink
         for attempt in (0, 1):
             sock = self.sock
             if sock is None:
@@ -260,6 +282,8 @@ class Connection:
             if reused:
                 raise _Stale()
             raise RequestFailed(CLOSED, "server closed the connection without answering")
+        if self._sink is not None:
+            self._sink.first_byte = time.monotonic()
         buf = self._view[:got].tobytes()
         end = buf.find(b"\r\n\r\n")
         while end < 0:
@@ -313,9 +337,12 @@ class Connection:
                     keep_alive = True
             else:
                 timing = value.strip()
-        parts: list[bytes] | None = [] if self._keep else None  # the body's pieces, when kept
+        sink = self._sink
+        parts: _Parts | None = sink if sink is not None else [] if self._keep else None  # where the body goes
+        if sink is not None:
+            sink.head(status)
         if status < 200 or status in (204, 304):
-            return Response(status, 0, timing, keep_alive, None if parts is None else b"")
+            return Response(status, 0, timing, keep_alive, None if parts is None or sink else b"")
         if chunked:
             size = self._read_chunked(sock, buf[body_at:], deadline, parts)
         elif length >= 0:
@@ -347,9 +374,10 @@ class Connection:
                     raise RequestFailed(TOO_LARGE, f"body exceeds {self.max_body} bytes")
                 if parts is not None:
                     parts.append(self._view[:got].tobytes())
-        return Response(status, size, timing, keep_alive, None if parts is None else b"".join(parts))
+        return Response(status, size, timing, keep_alive,
+                        b"".join(parts) if isinstance(parts, list) else None)
 
-    def _read_chunked(self, sock: socket.socket, buf: bytes, deadline: float, parts: list[bytes] | None) -> int:
+    def _read_chunked(self, sock: socket.socket, buf: bytes, deadline: float, parts: _Parts | None) -> int:
         total = 0
         pos = 0
         while True:

@@ -6,6 +6,10 @@ each claims the next intended send time, sleeps until it, sends, and records lat
 intended time, so a stalled server cannot hide behind a stalled generator (no coordinated
 omission). Arrivals still unclaimed when the run ends are written as `not_sent` rows.
 
+A generative target (target.api) is read as a stream: each request's tokens are timed as they
+arrive (harness.engines.sse) and written beside its row (results.tokens); a stream cut short is
+an error of kind closed that keeps the tokens received.
+
 Generators run in child processes (spawned, so no locks are inherited), each on its share of
 users or arrivals, all timed on the same CLOCK_MONOTONIC origin handed over by the parent.
 """
@@ -38,12 +42,15 @@ from harness.engines.request_table import (
     request_id_prefix,
     table,
 )
+from harness.engines.sse import OpenAIStream
 from harness.engines.tls import ClientTLS
 from harness.results import layout
-from harness.results.samples import CONNECT, HTTP_ERROR, OK, TLS, Sample, SampleWriter, not_sent
+from harness.results.samples import CLOSED, CONNECT, HTTP_ERROR, OK, TLS, Sample, SampleWriter, not_sent
 from harness.scenario import dataset, expect
 from harness.scenario.payload import body_headers, source_bodies, source_headers
 from harness.scenario.plan import LoadPlan
+from harness.scenario.prompts import dataset_body
+from harness.scenario.schema import Target
 
 PROGRESS_INTERVAL = 1.0
 # A closed-model user whose connection was refused waits this long before trying again: the
@@ -72,6 +79,7 @@ class GeneratorSpec:
     request_id: tuple[str, str] | None = None  # (header, id prefix): send `<prefix><seq>` in it
     mix: list[Kind] | None = None  # ... or a mix (target.requests): its kinds, templates as `template`
     mix_seed: int = 0
+    generative: tuple[Target, str] | None = None  # (target, model) of a generative api: read answers as streams
 
 
 @dataclass
@@ -105,6 +113,9 @@ class _Generator:
         self._claimed = 0  # open model: arrivals claimed so far, under _arrival_lock
         self._seq = itertools.count()
         self._id_header = f"{spec.request_id[0]}: ".encode() if spec.request_id else None
+        self._send: Callable[[Connection, int, float], bool] = (
+            self._send_plain if spec.generative is None else self._send_stream)
+        self._streamed = spec.generative is not None and spec.generative[0].streamed  # else one JSON answer
 
     def _raw(self, line: dataset.Line) -> bytes:
         """A dataset line as the request bytes sent for it."""
@@ -112,8 +123,9 @@ class _Generator:
 
     def _raw_of(self, template: tuple[str, str, dict[str, str]], line: dataset.Line) -> bytes:
         method, path, headers = template
+        body = line.body if self.spec.generative is None else dataset_body(*self.spec.generative, line.body)
         return request_bytes(line.method or method, self.spec.host, self.spec.port,
-                             self.spec.base_path + line.endpoint if line.endpoint else path, line.body,
+                             self.spec.base_path + line.endpoint if line.endpoint else path, body,
                              {**headers, **line.headers} if line.headers else headers)
 
     def _connected(self, send_at_start: bool) -> Connection | None:
@@ -147,7 +159,13 @@ class _Generator:
         self._stage_span = (lo, hi, stage)  # one tuple: threads never see a torn update
         return stage
 
-    def _send(self, conn: Connection, slot: int, intended: float) -> bool:
+    def _with_id(self, raw: bytes) -> tuple[bytes, str]:
+        """The request with the next request id in its header, and the id."""
+        rid = f"{self.spec.request_id[1]}{next(self._seq)}"  # type: ignore[index]
+        cut = raw.find(b"\r\n\r\n") + 2
+        return b"".join((raw[:cut], self._id_header, rid.encode(), b"\r\n", raw[cut:])), rid  # type: ignore[arg-type]
+
+    def _send_plain(self, conn: Connection, slot: int, intended: float) -> bool:
         """Send request `slot` of the table and append its row (the hot path: kept lean on purpose).
 
         Returns True when the connection was refused (the request never reached the server)."""
@@ -160,9 +178,7 @@ class _Generator:
         name = requests.names[slot] if requests.names is not None else None
         rid = None
         if self._id_header is not None:
-            rid = f"{self.spec.request_id[1]}{next(self._seq)}"  # type: ignore[index]
-            cut = raw.find(b"\r\n\r\n") + 2
-            raw = b"".join((raw[:cut], self._id_header, rid.encode(), b"\r\n", raw[cut:]))
+            raw, rid = self._with_id(raw)
         keep = check is not None and check.wants_body()  # only a sampled check keeps the body
         self.in_flight += 1
         start = time.monotonic()
@@ -202,6 +218,47 @@ class _Generator:
         counters.sent += 1
         counters.latencies.append(end - t0 - intended)
         return refused
+
+    def _send_stream(self, conn: Connection, slot: int, intended: float) -> bool:
+        """`_send_plain` for a generative api: the answer is read as a stream and its tokens timed."""
+        t0 = self.t0
+        requests = self.table
+        raw = requests.items[slot]
+        line = requests.lines[slot] if requests.lines is not None else None
+        name = requests.names[slot] if requests.names is not None else None
+        rid = None
+        if self._id_header is not None:
+            raw, rid = self._with_id(raw)
+        stream = OpenAIStream(self._streamed)
+        self.in_flight += 1
+        start = time.monotonic()
+        size = 0
+        try:
+            response = conn.request(raw, self.spec.timeout, sink=stream)
+            end = time.monotonic()
+            size = response.body_bytes
+            stream.finish(end)
+        except RequestFailed as exc:
+            end = time.monotonic()
+            error, stream.message = exc.kind, stream.message or exc.detail
+        else:
+            if stream.status >= 400 or stream.message is not None:
+                error = HTTP_ERROR  # an error status, or an error the server sent inside the stream
+            elif not stream.complete:
+                error, stream.message = CLOSED, "the stream ended without a finish_reason or [DONE]"
+            else:
+                error = OK
+        row = tuple.__new__(Sample, (intended, start - t0, end - t0, stream.status, error, size,
+                                     self._stage_of(intended), self.spec.gen, None, None, None, name, line, rid))
+        if stream.first_byte is not None:
+            self.writer.tokens[id(row)] = (stream, t0)  # before the row is queued (results.tokens)
+        self.in_flight -= 1
+        self.writer.append(row)
+        self.counters.sent += 1
+        if error:
+            self.counters.errors += 1
+        self.counters.latencies.append(end - t0 - intended)
+        return error in (CONNECT, TLS)
 
     # closed model --------------------------------------------------------------------------
     def closed_user(self, user: int) -> None:
@@ -477,5 +534,6 @@ def threadpool_engine(context: EngineContext) -> ThreadPoolEngine:
                                            dataset=source, template=(target.method, path, headers),
                                            base_path=context.base_path,
                                            request_id=(rid.header, request_id_prefix(context.run_dir, g))
-                                           if rid is not None else None, mix=mix, mix_seed=target.mix_seed)
+                                           if rid is not None else None, mix=mix, mix_seed=target.mix_seed,
+                                           generative=(target, context.model or "") if target.api else None)
                              for g in range(parts)])

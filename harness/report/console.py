@@ -21,6 +21,7 @@ def summary_table(summary: Summary) -> str:
         f"  latency ms  p50 {ms(lat['p50'])}  p90 {ms(lat['p90'])}  p95 {ms(lat['p95'])}  "
         f"p99 {ms(lat['p99'])}  p99.9 {ms(lat['p999'])}  max {ms(lat['max'])}",
     ]
+    lines += token_lines(summary, ms)
     if summary["stages"]:
         lines.append("  stages:")
         for st in summary["stages"]:
@@ -55,3 +56,25 @@ def summary_table(summary: Summary) -> str:
     if summary["partial"]:
         lines.append("  PARTIAL run (stopped early): figures cover what ran")
     return "\n".join(lines)
+
+
+def token_lines(summary: Summary, ms: Any) -> list[str]:
+    """A generative run's token figures (analysis.tokens): TTFT, ITL, TPOT, tokens/s, goodput."""
+    tokens = summary.get("tokens")
+    if not tokens:
+        return []
+    lines = []
+    for key, label in (("ttft_ms", "ttft ms    "), ("itl_ms", "itl ms     "), ("tpot_ms", "tpot ms    ")):
+        fig = tokens[key]
+        lines.append(f"  {label} p50 {ms(fig['p50'])}  p90 {ms(fig['p90'])}  p95 {ms(fig['p95'])}  "
+                     f"p99 {ms(fig['p99'])}  max {ms(fig['max'])}  mean {ms(fig['mean'])}")
+    rate = tokens["output_tokens_per_s"]
+    counted = " (counted by chunks: the server sent no usage)" if tokens["counted_by"] in ("chunks", "mixed") else ""
+    lines.append(f"  tokens      {tokens['output_tokens']} out ({0 if rate is None else rate:.1f}/s), "
+                 f"{'-' if tokens['input_tokens'] is None else tokens['input_tokens']} in{counted}")
+    good = summary.get("goodput")
+    if good:
+        slo = ", ".join(f"{k} <= {v:g}" for k, v in good["slo"].items())
+        fraction = "-" if good["fraction"] is None else f"{good['fraction']:.1%}"
+        lines.append(f"  goodput     {good['rps'] or 0:.1f} req/s ({fraction} of requests meet {slo})")
+    return lines

@@ -32,6 +32,17 @@ def _latency(name: str, key: str, label: str, window: bool = True) -> Figure:
                   name if window else None)
 
 
+TOKEN_LATENCIES = {"ttft": "TTFT", "ttfc": "time to first content", "tpot": "TPOT", "itl": "ITL"}
+TOKEN_STATS = {"p50": "p50", "p90": "p90", "p95": "p95", "p99": "p99", "max": "max", "mean": "mean"}
+
+
+def _token_latencies() -> list[Figure]:
+    """`ttft_p99_ms` and the like: a generative run's token latencies (analysis.tokens)."""
+    return [Figure(f"{kind}_{stat}_ms", f"tokens.{kind}_ms.{stat}", f"{label} {stat_label} (ms)",
+                   f"{kind} {stat_label} ms", "ms", "lower")
+            for kind, label in TOKEN_LATENCIES.items() for stat, stat_label in TOKEN_STATS.items()]
+
+
 FIGURES: dict[str, Figure] = {f.name: f for f in [
     Figure("ok_rps", "ok_rps", "successful req/s", "ok req/s", "req/s", "higher", "ok_rps", "mean"),
     Figure("rps", "rps", "req/s (sent)", "req/s", "req/s", "higher", "rps", "mean"),
@@ -52,11 +63,29 @@ FIGURES: dict[str, Figure] = {f.name: f for f in [
            "%", None),
     Figure("req_per_cpu_s", None, "requests per server CPU-second", "req/cpu-s", "", "higher"),
     Figure("saturation_rps", None, "saturation req/s", "saturation", "req/s", "higher"),
+    *_token_latencies(),
+    Figure("output_tokens_per_s", "tokens.output_tokens_per_s", "output tokens/s", "out tok/s", "tok/s", "higher"),
+    Figure("input_tokens_per_s", "tokens.input_tokens_per_s", "input tokens/s", "in tok/s", "tok/s", "higher"),
+    Figure("goodput_rps", "goodput.rps", "goodput (req/s meeting every SLO)", "goodput", "req/s", "higher"),
+    Figure("goodput_fraction", "goodput.fraction", "share of requests meeting every SLO", "good share", "",
+           "higher"),
 ]}
 
 # figures a threshold or rank_by may name: those stored in summary.json
 IN_SUMMARY = tuple(name for name, f in FIGURES.items() if f.path is not None)
 RANKABLE = tuple(name for name in IN_SUMMARY if FIGURES[name].better is not None)
+
+
+def canonical(name: str) -> str:
+    """A figure name as the registry spells it: the dotted forms `ttft_ms.p99` (summary.json's
+    own path) and `e2e_ms.p95` (E2E is the request latency) read as `ttft_p99_ms` and `p95_ms`."""
+    family, dot, stat = name.partition(".")
+    if not dot or not family.endswith("_ms"):
+        return name
+    kind = family[:-3]
+    if kind in ("e2e", "latency"):
+        return f"{stat}_ms"
+    return f"{kind}_{stat}_ms" if kind in TOKEN_LATENCIES else name
 
 
 def lookup(doc: Mapping[str, Any], dotted: str) -> Any:

@@ -24,6 +24,7 @@ SUMMARY = "summary.json"
 REPORT = "report.html"
 SAMPLES_GLOB = "samples-*.csv*"  # one per generator process, optionally gzip-compressed
 CHECKS_GLOB = "checks-*.csv*"  # failed response checks of each generator: row, reason
+TOKENS_GLOB = "tokens-*.csv*"  # token times of each generator's streamed answers (results.tokens)
 RESOURCES = "resources.csv"
 METRICS = "metrics.csv"
 SERVER_LOG = "server.log"
@@ -47,6 +48,25 @@ def checks_file(samples: Path | str) -> Path:
     """The failed-checks side file of a sample file (`samples-3.csv` -> `checks-3.csv`)."""
     samples = Path(samples)
     return samples.with_name(f"checks-{generator_of(samples)}.csv")
+
+
+def tokens_file(samples: Path | str) -> Path:
+    """The token side file of a sample file (`samples-3.csv` -> `tokens-3.csv`)."""
+    samples = Path(samples)
+    return samples.with_name(f"tokens-{generator_of(samples)}.csv")
+
+
+def tokens_files(run_dir: Path | str) -> list[Path]:
+    return sorted(p for p in Path(run_dir).glob(TOKENS_GLOB) if p.suffix in (".csv", ".gz"))
+
+
+def samples_of(side_file: Path) -> Path | None:
+    """The sample file a side file (checks or tokens, maybe compressed) belongs to, if it is there."""
+    gen = generator_of(side_file)
+    for name in (f"samples-{gen}.csv", f"samples-{gen}.csv.gz"):
+        if (side_file.parent / name).exists():
+            return side_file.parent / name
+    return None
 
 
 def checks_files(run_dir: Path | str) -> list[Path]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from harness.results import layout
 from harness.results.checks import CheckLog
+from harness.results.tokens import TokenLog, TokenRecord
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -154,6 +155,9 @@ class SampleWriter:
         # the row's number to checks-<gen>.csv (harness.results.checks)
         self.reasons: dict[int, str] = {}
         self._checks: CheckLog | None = None
+        # id(row) -> (its stream's token record, the run's t0), written to tokens-<gen>.csv the same way
+        self.tokens: dict[int, tuple[TokenRecord, float]] = {}
+        self._tokens: TokenLog | None = None
 
     def append(self, row: Sample) -> None:  # replaced per instance by deque.append (see __init__)
         self._rows.append(row)
@@ -166,10 +170,11 @@ class SampleWriter:
         """Write every queued row, FLUSH_CHUNK lines per write(): each write releases the GIL, so
         request threads waiting for it are not held up by a long batch. A row that cannot be
         formatted (a bug) is reported and skipped; it never costs the rows around it."""
-        rows, reasons = self._rows, self.reasons
+        rows, reasons, tokens = self._rows, self.reasons, self.tokens
         while rows:
             lines: list[str] = []
             failed: list[tuple[int, str]] = []
+            streamed: list[tuple[int, TokenRecord, float]] = []
             while rows and len(lines) < FLUSH_CHUNK:
                 row = rows.popleft()
                 try:
@@ -177,15 +182,22 @@ class SampleWriter:
                 except (TypeError, ValueError):
                     self._report_bad_row(row)
                     reasons.pop(id(row), None)
+                    tokens.pop(id(row), None)
                     continue
                 if reasons and (reason := reasons.pop(id(row), None)) is not None:
                     failed.append((self.written + len(lines), reason))
+                if tokens and (found := tokens.pop(id(row), None)) is not None:
+                    streamed.append((self.written + len(lines), *found))
             os.write(self._fd, "".join(lines).encode())
             self.written += len(lines)
             if failed:
                 if self._checks is None:
                     self._checks = CheckLog(layout.checks_file(self.path))
                 self._checks.write(failed)
+            if streamed:
+                if self._tokens is None:
+                    self._tokens = TokenLog(layout.tokens_file(self.path))
+                self._tokens.write(streamed)
 
     def _report_bad_row(self, row: Any) -> None:
         self.unwritable += 1
@@ -200,6 +212,8 @@ class SampleWriter:
         os.close(self._fd)
         if self._checks is not None:
             self._checks.close()
+        if self._tokens is not None:
+            self._tokens.close()
 
 
 class RelayedSamples:
@@ -234,22 +248,33 @@ def progress_fields(line: str) -> tuple[str, float | None] | None:
 
 def read_samples(run_dir: Path) -> pd.DataFrame:
     """Every complete sample row of a run folder, sorted by intended send time."""
+    import pandas as pd
+
+    frames = [frame for path in layout.sample_files(run_dir) if not (frame := read_sample_file(path)).empty]
+    if not frames:
+        return _empty()
+    df = pd.concat(frames, ignore_index=True)
+    return df.sort_values("intended", kind="stable", ignore_index=True)
+
+
+def _empty() -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in DTYPES.items()})
+
+
+def read_sample_file(path: Path) -> pd.DataFrame:
+    """The complete rows of one sample file, in file order (row k of the file is index k - 1)."""
     import numpy as np
     import pandas as pd
 
-    frames = []
-    for path in layout.sample_files(run_dir):
-        data = layout.complete_lines(path)
-        if data.count(b"\n") <= 1:
-            continue
-        frames.append(pd.read_csv(io.BytesIO(data), dtype=DTYPES, keep_default_na=False,
-                                  na_values={c: [""] for c in _OPTIONAL}))
-    if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in DTYPES.items()})
-    df = pd.concat(frames, ignore_index=True)
+    data = layout.complete_lines(path)
+    if data.count(b"\n") <= 1:
+        return _empty()
+    df = pd.read_csv(io.BytesIO(data), dtype=DTYPES, keep_default_na=False, na_values={c: [""] for c in _OPTIONAL})
     if "srv_total_ms" not in df:  # written before samples carried the server's total time
         df["srv_total_ms"] = np.nan
     for column in _SENT:  # written before samples said what was sent
         if column not in df:
             df[column] = pd.Series(pd.NA, index=df.index, dtype=DTYPES[column])
-    return df.sort_values("intended", kind="stable", ignore_index=True)
+    return df

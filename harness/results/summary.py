@@ -52,6 +52,9 @@ class Summary(TypedDict, total=False):
     # what was sent (analysis.summarize.sent_figures): present only for named requests / a dataset
     by_name: dict[str, dict[str, Any]]
     dataset: dict[str, Any]
+    # a generative run (target.api; analysis.tokens): token figures, and goodput under its objectives
+    tokens: dict[str, Any]
+    goodput: dict[str, Any]
     # resources (analysis.summarize.resource_figures)
     server: dict[str, Any]
     generator: dict[str, Any]

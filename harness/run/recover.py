@@ -41,7 +41,8 @@ def rebuild_summary(run_dir: Path) -> Summary:
     result = summarize.build(run_dir, meta=run_meta, plan=plan_from_scenario(scenario),
                              thresholds=scenario.parsed_thresholds, max_in_flight=scenario.load.max_in_flight,
                              stopped_at=float(df["intended"].max()), interrupted=True, reasons=[],
-                             notes=[KILLED_NOTE])
+                             notes=[KILLED_NOTE],
+                             goodput=scenario.goodput.model_dump() if scenario.goodput else None)
     if environment is not None:  # the machine of the run, not of the report
         result["environment"] = environment
     summary_mod.write(run_dir, result)

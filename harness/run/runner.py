@@ -21,6 +21,7 @@ from harness.errors import EXIT_INTERRUPTED
 from harness.results import layout, meta
 from harness.results import summary as summary_mod
 from harness.results.summary import RunResult
+from harness.run.models import discover_model
 from harness.run.monitor import ResourceMonitor, children_of
 from harness.run.progress import Progress
 from harness.run.scrape import MetricsScraper
@@ -106,11 +107,12 @@ class Run:
         scenario, plan = self.scenario, self.plan
         address = self.target.start()
         headers = self.target.headers
-        run_meta = self._meta(address)
+        model = self._model(address, headers)
+        run_meta = self._meta(address, model)
         meta.write_meta(self.run_dir, run_meta)
-        engine = create(EngineContext(scenario, plan, bodies(scenario, self.base_dir), headers, address.host,
+        engine = create(EngineContext(scenario, plan, bodies(scenario, self.base_dir, model), headers, address.host,
                                       address.port, address.url, self.run_dir, tls=address.tls,
-                                      base_path=address.base_path))
+                                      base_path=address.base_path, model=model))
         monitor: ResourceMonitor | None = None
         scraper: MetricsScraper | None = None
         self.say(f"load: {plan.model} model, {len(plan.segments)} stage(s), {plan.duration:g} s "
@@ -147,11 +149,21 @@ class Run:
                                  max_in_flight=scenario.load.max_in_flight, stopped_at=stopped_at,
                                  interrupted=self.interrupted, reasons=self.failures, notes=self.notes,
                                  dataset_requests=dataset.check(scenario.target.dataset.path)
-                                 if scenario.target.dataset else None)
+                                 if scenario.target.dataset else None,
+                                 goodput=scenario.goodput.model_dump() if scenario.goodput else None)
         summary_mod.write(self.run_dir, result)
         return RunResult(result["exit_code"], result)
 
-    def _meta(self, address: Address) -> dict[str, Any]:
+    def _model(self, address: Address, headers: dict[str, str]) -> str | None:
+        """A generative run's model: target.model, or the first GET /v1/models lists (said once)."""
+        target = self.scenario.target
+        if target.api is None or target.model is not None:
+            return target.model
+        model = discover_model(address, headers, timeout=target.timeout)
+        self.say(f"model: {model} (the first of GET /v1/models; set target.model for another)")
+        return model
+
+    def _meta(self, address: Address, model: str | None) -> dict[str, Any]:
         """What summary.json says about the run besides its figures (also kept in run.json)."""
         scenario, plan = self.scenario, self.plan
         return {
@@ -163,6 +175,7 @@ class Run:
                                     else max(scenario.locust.workers, 1)),
             "target": {"url": address.url, "bundled": self.target.bundled,
                        "endpoint": scenario.target.endpoint,
+                       "api": scenario.target.api, "model": model,
                        "server": self.target.describe(),
                        "server_settings": (scenario.target.server.model_dump(exclude={"auth_token"})
                                            if scenario.target.server else None)},

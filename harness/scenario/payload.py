@@ -18,9 +18,14 @@ from harness.scenario.schema import Generate, RequestKind, Scenario, Target
 ARTICLE_PAYLOAD = {"inputs": [[1.0, 2.0, 3.0]]}
 
 
-def bodies(scenario: Scenario, base_dir: Path) -> list[bytes]:
-    """Every body variant a run cycles through (one unless `generate.variants` > 1)."""
+def bodies(scenario: Scenario, base_dir: Path, model: str | None = None) -> list[bytes]:
+    """Every body variant a run cycles through (one unless `generate.variants` > 1, or the prompt
+    variants of a generative api, which name `model`)."""
     target = scenario.target
+    if target.api is not None:
+        from harness.scenario.prompts import synthetic_bodies
+
+        return [] if target.dataset is not None else synthetic_bodies(target, model or target.model or "")
     if target.method == "GET":
         return [b""]
     trace = scenario.load.trace

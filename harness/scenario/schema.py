@@ -219,6 +219,39 @@ class Expect(Strict):
         return statuses
 
 
+API_ENDPOINTS = {"openai-chat": "/v1/chat/completions", "openai-completions": "/v1/completions"}
+
+
+class TokenCount(Strict):
+    """A length in tokens, drawn per request variant from a normal distribution, rounded and clipped."""
+
+    mean: float = Field(gt=0, le=1_000_000, description="mean length (tokens)")
+    stddev: float = Field(0.0, ge=0, description="standard deviation (0: every request the same length)")
+    min: int = Field(1, ge=1, description="shortest length")
+    max: int | None = Field(None, ge=1, description="longest length (default: no limit)")
+
+    @model_validator(mode="after")
+    def ordered(self) -> TokenCount:
+        if self.max is not None and self.max < self.min:
+            raise ValueError(f"max ({self.max}) is below min ({self.min})")
+        return self
+
+
+class Prompts(Strict):
+    """Synthetic prompts for a generative `api`: text of about `input_tokens` tokens (common English
+    words, one token each in GPT- and Llama-style tokenizers), asking for `output_tokens` tokens."""
+
+    input_tokens: TokenCount = Field(default_factory=lambda: TokenCount(mean=128),
+                                     description="prompt length (tokens, approximate)")
+    output_tokens: TokenCount = Field(default_factory=lambda: TokenCount(mean=64),
+                                      description="output length asked with max_tokens")
+    exact_output: bool = Field(True, description="also send `ignore_eos: true` and `min_tokens` so the server "
+                                                 "generates exactly max_tokens (vLLM, SGLang, llama.cpp accept "
+                                                 "them; turn off for servers that refuse unknown fields)")
+    variants: int = Field(64, ge=1, le=100_000, description="distinct prompts generated and cycled through")
+    seed: int = Field(0, description="random seed: the same seed gives the same prompts")
+
+
 class Target(Strict):
     server: ServerSettings | None = Field(None,
                                           description="start the bundled server with these "
@@ -258,6 +291,13 @@ class Target(Strict):
     expect: Expect | None = Field(None,
                                   description="response checks; without it, the bundled server's "
                                               "/predict must answer `predictions` and v2 `outputs`")
+    api: Literal["openai-chat", "openai-completions"] | None = Field(
+        None, description="a generative API: send OpenAI-style requests and time every token of the "
+                          "answer (TTFT, ITL, TPOT); endpoint defaults to its path")
+    model: str | None = Field(None, min_length=1,
+                              description="the requests' `model` (default: the first of GET /v1/models)")
+    stream: bool | None = Field(None, description="ask for a streamed answer (default with an api: true)")
+    prompts: Prompts | None = Field(None, description="with an api: synthetic prompts (the default) ...")
 
     @field_validator("url")
     @classmethod
@@ -307,7 +347,27 @@ class Target(Strict):
         names = [kind.name for kind in self.requests or []]
         if len(set(names)) != len(names):
             raise ValueError(f"requests: every name once, got {names}")
+        if self.api is None:
+            extra = [k for k in ("model", "stream", "prompts") if getattr(self, k) is not None]
+            if extra:
+                raise ValueError(f"{', '.join(extra)} need api: openai-chat or openai-completions")
+        else:
+            if self.method != "POST":
+                raise ValueError("an api sends POST requests")
+            other = [k for k in ("payload", "payload_file", "generate", "requests", "expect") if getattr(self, k)]
+            if other:
+                raise ValueError(f"with api: {self.api}, requests are built from prompts; "
+                                 f"{', '.join(other)} do not apply")
+            if self.dataset is not None and self.prompts is not None:
+                raise ValueError("give prompts or dataset, not both")
+            if "endpoint" not in self.model_fields_set:
+                self.endpoint = API_ENDPOINTS[self.api]
         return self
+
+    @property
+    def streamed(self) -> bool:
+        """Whether requests ask for a streamed answer (with an api)."""
+        return self.api is not None and self.stream is not False
 
 
 class Stage(Strict):
@@ -506,6 +566,20 @@ class Sweep(Strict):
         return matrix
 
 
+class Goodput(Strict):
+    """Service-level objectives of a generative run: goodput counts the requests meeting all of them."""
+
+    ttft_ms: float | None = Field(None, gt=0, description="time to first token at most this (ms)")
+    tpot_ms: float | None = Field(None, gt=0, description="time per output token at most this (ms)")
+    e2e_ms: float | None = Field(None, gt=0, description="whole-request latency at most this (ms)")
+
+    @model_validator(mode="after")
+    def some_objective(self) -> Goodput:
+        if self.ttft_ms is None and self.tpot_ms is None and self.e2e_ms is None:
+            raise ValueError("give at least one of ttft_ms, tpot_ms, e2e_ms")
+        return self
+
+
 class Scenario(Strict):
     name: str = Field("scenario", pattern=r"^[A-Za-z0-9_.-]+$",
                       description="letters, digits, . _ -; names the run folder")
@@ -521,6 +595,7 @@ class Scenario(Strict):
                                             description="pass criteria, `metric op number`, e.g. `p95_ms < 200`")
     check: Check = Field(default_factory=Check, description="regression gate tolerances (`harness check`)")
     sweep: Sweep | None = Field(None, description="a matrix of server settings (`harness sweep`)")
+    goodput: Goodput | None = Field(None, description="SLOs of a generative run's goodput (target.api)")
     capacity: Capacity | None = Field(None, description="capacity search under an SLO (`harness capacity`)")
     repeat: int = Field(1, ge=1, le=100,
                         description="`harness run` measures N times, each a full run in RUN_DIR/repeat-K")
@@ -530,6 +605,14 @@ class Scenario(Strict):
         if self.repeat > 1 and (self.sweep is not None or self.capacity is not None):
             raise ValueError("repeat applies to `harness run`; a sweep or capacity search cannot repeat "
                              "(capacity already repeats the probes that decide it)")
+        return self
+
+    @model_validator(mode="after")
+    def _generative_settings(self) -> Scenario:
+        if self.goodput is not None and self.target.api is None:
+            raise ValueError("goodput needs target.api (a generative endpoint)")
+        if self.target.api is not None and self.engine == "locust":
+            raise ValueError("target.api: the locust engine does not read streams yet; use engine: threadpool")
         return self
 
     @property

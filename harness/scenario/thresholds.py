@@ -19,7 +19,7 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
 PER_NAME = tuple(n for n in figures.IN_SUMMARY
                  if str(figures.FIGURES[n].path).split(".")[0] in ("latency_ms", "rps", "ok_rps", "error_rate",
                                                                   "requests", "errors"))
-_EXPR = re.compile(r"^\s*([a-z0-9_]+)(?:\[([A-Za-z0-9_.:/-]{1,64})\])?\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+_EXPR = re.compile(r"^\s*([a-z0-9_]+(?:\.[a-z0-9]+)?)(?:\[([A-Za-z0-9_.:/-]{1,64})\])?\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 
 
 @dataclass(frozen=True)
@@ -43,13 +43,14 @@ def parse_threshold(text: str) -> Threshold:
     if not match:
         raise ValueError(f"not a threshold expression: {text!r}; write `metric op number`, "
                          f"e.g. `p95_ms < 200` (operators: {' '.join(OPERATORS)})")
-    metric, name, op, number = match.groups()
+    given, name, op, number = match.groups()
+    metric = figures.canonical(given)
     if metric not in figures.IN_SUMMARY:
         import difflib
 
         near = difflib.get_close_matches(metric, figures.IN_SUMMARY, n=1)
         hint = f" (did you mean {near[0]}?)" if near else ""
-        raise ValueError(f"unknown metric {metric!r}{hint}; known: {', '.join(figures.IN_SUMMARY)}")
+        raise ValueError(f"unknown metric {given!r}{hint}; known: {', '.join(figures.IN_SUMMARY)}")
     if name is not None and metric not in PER_NAME:
         raise ValueError(f"{metric} is not measured per request name; per name: {', '.join(PER_NAME)}")
     return Threshold(text.strip(), metric, op, float(number), name)

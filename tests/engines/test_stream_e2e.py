@@ -1,0 +1,149 @@
+"""Generative endpoints end to end: `harness run` with target.api against the fixed-timing streaming
+server of benchmarks/ (a real process), over HTTP and HTTPS, with every fault it can play."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.results.tokens import read_streams
+from tests.support.cli import assert_exit, harness
+from tests.support.rawserver import RawServer, read_request
+from tests.support.streaming import StreamServer
+from tests.support.tls_server import Pki
+
+pytestmark = pytest.mark.e2e
+
+TOKENS = 8
+
+
+def scenario(tmp_path: Path, url: str, *, api: str = "openai-chat", extra: str = "", target: str = "",
+             users: int = 4, seconds: float = 2) -> Path:
+    path = tmp_path / "stream.yaml"
+    path.write_text(f"name: stream\ntarget: {{url: \"{url}\", api: {api}, timeout: 2s, "
+                    f"prompts: {{input_tokens: {{mean: 20}}, output_tokens: {{mean: {TOKENS}}}}}{target}}}\n"
+                    f"load: {{start: {users}, stages: [{{duration: {seconds}s, target: {users}}}]}}\n{extra}")
+    return path
+
+
+def run(tmp_path: Path, path: Path, expected: int = 0, name: str = "run") -> tuple[dict, Path]:
+    out = tmp_path / name
+    result = harness("run", str(path), "--out", str(out))
+    assert_exit(result, expected, out)
+    return json.loads((out / "summary.json").read_text()), out
+
+
+@pytest.mark.parametrize("api", ["openai-chat", "openai-completions"])
+def test_every_token_is_timed_and_never_before_the_server_sent_it(tmp_path: Path, api: str) -> None:
+    """Each request asks for 8 tokens: the server's usage says 8, every request has 7 gaps, and the
+    client's TTFT and ITL are at least what the server's own record says it took (a client cannot
+    see a token before it was written)."""
+    with StreamServer(ttft_ms=30, itl_ms=5) as server:
+        summary, out = run(tmp_path, scenario(tmp_path, server.url, api=api))
+        truth = server.stats()
+    tokens = summary["tokens"]
+    assert summary["errors"] == 0 and summary["target"]["model"] == "fixed-timing"  # from GET /v1/models
+    assert tokens["counted_by"] == "usage" and tokens["output_tokens_per_request"] == TOKENS
+    assert tokens["output_tokens"] == TOKENS * summary["requests"]
+    assert tokens["input_tokens"] == 20 * summary["requests"]  # the server counted the prompt's 20 words
+    assert tokens["ttft_ms"]["p50"] >= truth["ttft_ms"]["p50"] >= 30
+    assert tokens["itl_ms"]["p50"] >= truth["itl_ms"]["p50"] * 0.9  # ITL: gaps, so jitter cuts both ways
+    streams = read_streams(out)
+    assert len(streams) == summary["requests"] and (streams["gaps"].map(len) == TOKENS - 1).all()
+    assert (streams["first_byte"] <= streams["first_token"]).all() and (streams["last_token"] <= streams["end"]).all()
+    assert set(streams["finish_reason"]) == {"length"}
+
+
+def test_https_streams_and_an_unstreamed_answer(tmp_path: Path) -> None:
+    """Over TLS with the test CA; and `stream: false`: one JSON answer, TTFT is the whole answer."""
+    pki = Pki(tmp_path / "pki")
+    with StreamServer(ttft_ms=20, itl_ms=5, certfile=pki.folder / "server.pem") as server:
+        tls = f", tls: {{ca_file: {pki.ca_file}}}"
+        summary, _ = run(tmp_path, scenario(tmp_path, server.url, target=tls))
+        assert server.url.startswith("https://") and summary["errors"] == 0
+        assert summary["tokens"]["output_tokens"] == TOKENS * summary["requests"] > 0
+        whole, _ = run(tmp_path, scenario(tmp_path, server.url, target=tls + ", stream: false"), name="whole")
+    tokens = whole["tokens"]
+    assert whole["errors"] == 0 and tokens["output_tokens"] == TOKENS * whole["requests"]
+    assert tokens["ttft_ms"]["p50"] >= 20 + 5 * (TOKENS - 1)  # the first token came with the last
+    assert tokens["itl_ms"]["p50"] is None
+
+
+@pytest.mark.parametrize(("fault", "kind", "message"), [
+    ("cut", "closed", None),
+    ("malformed", "protocol", "not JSON"),
+    ("hang", "timeout", None),
+    ("error-status", "http", "HTTP 400: max_tokens is too large for this model"),
+    ("error-event", "http", "the engine ran out of KV cache"),
+])
+def test_faults_are_errors_of_their_kind_with_what_was_received(tmp_path: Path, fault: str, kind: str,
+                                                                message: str | None) -> None:
+    with StreamServer(ttft_ms=10, itl_ms=5, fault=fault) as server:
+        summary, out = run(tmp_path, scenario(tmp_path, server.url, users=2, seconds=1 if fault != "hang" else 2))
+    assert summary["requests"] > 0 and summary["errors_by_kind"] == {kind: summary["errors"]}
+    assert summary["errors"] == summary["requests"]
+    streams = read_streams(out)
+    if message is not None:
+        assert streams["message"].str.contains(message, regex=False).all(), streams["message"]
+    if fault == "cut":  # half the tokens came before the cut, and are kept
+        assert (streams["output_tokens"] == TOKENS // 2).all()
+        assert streams["message"].str.contains("closed").all()
+
+
+@pytest.mark.parametrize("fault", ["quirky", "no-usage", "close"])
+def test_real_servers_variations_are_successes(tmp_path: Path, fault: str) -> None:
+    """No space after `data:`, CRLF, comments and no [DONE]; no usage chunk (tokens counted by chunks,
+    said on the console); a body that ends when the connection closes."""
+    with StreamServer(ttft_ms=10, itl_ms=5, fault=fault) as server:
+        out = tmp_path / "run"
+        result = harness("run", str(scenario(tmp_path, server.url, users=2, seconds=1)), "--out", str(out))
+    assert_exit(result, 0, out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["errors"] == 0 and summary["tokens"]["output_tokens"] == TOKENS * summary["requests"] > 0
+    assert summary["tokens"]["counted_by"] == ("chunks" if fault == "no-usage" else "usage")
+    if fault == "no-usage":
+        assert "counted by chunks" in result.stdout
+
+
+def test_goodput_and_token_thresholds_decide_the_exit_code(tmp_path: Path) -> None:
+    """TTFT is 30 ms by construction: an objective of 20 ms is met by no request, 500 ms by all."""
+    with StreamServer(ttft_ms=30, itl_ms=5) as server:
+        extra = "goodput: {ttft_ms: 500, tpot_ms: 200}\nthresholds: [\"ttft_ms.p99 < 2000\", \"goodput_fraction >= 0.99\"]\n"
+        good, _ = run(tmp_path, scenario(tmp_path, server.url, extra=extra))
+        extra = "goodput: {ttft_ms: 20}\nthresholds: [\"goodput_fraction >= 0.5\"]\n"
+        bad, _ = run(tmp_path, scenario(tmp_path, server.url, extra=extra), expected=1, name="bad")
+    assert good["goodput"]["fraction"] == 1.0 and good["goodput"]["requests"] == good["requests"]
+    assert all(t["passed"] for t in good["thresholds"])
+    assert bad["goodput"]["fraction"] == 0.0 and not bad["thresholds"][0]["passed"]
+
+
+def test_a_server_without_a_model_list_needs_target_model(tmp_path: Path) -> None:
+    def handler(sock) -> None:  # type: ignore[no-untyped-def]
+        while read_request(sock):
+            sock.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+
+    with RawServer(handler) as server:
+        out = tmp_path / "run"
+        result = harness("run", str(scenario(tmp_path, f"http://127.0.0.1:{server.port}")), "--out", str(out))
+    assert result.returncode == 3 and "/v1/models answered HTTP 404; set target.model" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_dataset_prompts_are_completed_into_requests(tmp_path: Path) -> None:
+    """A dataset line may be a prompt string or an object with messages: the harness adds the model,
+    stream and usage options; the server sees one request per line."""
+    lines = ['"tell me a story"', json.dumps({"messages": [{"role": "user", "content": "hi there"}], "max_tokens": 3})]
+    (tmp_path / "prompts.jsonl").write_text("\n".join(lines) + "\n")
+    path = tmp_path / "data.yaml"
+    with StreamServer(ttft_ms=10, itl_ms=5) as server:
+        path.write_text(f"name: data\ntarget: {{url: \"{server.url}\", api: openai-chat, model: m1, "
+                        "dataset: {path: prompts.jsonl}}\nload: {model: open, start: 10, "
+                        "stages: [{duration: 1s, target: 10}]}\n")
+        summary, out = run(tmp_path, path)
+    streams = read_streams(out)
+    by_line = streams.groupby("line")["output_tokens"].first()
+    assert summary["errors"] == 0 and summary["target"]["model"] == "m1"
+    assert by_line[2] == 3 and by_line[1] == 16  # the line's own max_tokens; the server's default
+    assert pd.Series(streams["input_tokens"]).groupby(streams["line"]).first().to_dict() == {1: 4, 2: 2}
