@@ -7,13 +7,16 @@ POST /v1/chat/completions and /v1/completions answer `max_tokens` tokens (defaul
 `stream: true` as server-sent events (one token per event, chunked, then a `usage` chunk with
 empty choices and `data: [DONE]`), otherwise one JSON completion when the last token is due.
 Token k of a request read at t is due at t + TTFT + k * ITL (an absolute schedule, so a late
-send does not push the rest back). GET /v1/models lists one model, `fixed-timing`.
+send does not push the rest back). With both at 0 the whole stream goes out in one write (built
+once), so a client's ceiling measured against it is the client's, not this server's. GET /v1/models lists one model, `fixed-timing`.
 
 Under load the server can fall behind that schedule, so the truth is what it did, not what it was
 asked: GET /stats returns the percentiles of its own record (time from a request read to its
 first token written, and every gap between consecutive tokens written), taken with
 time.monotonic() right after each write reached the socket. A client's figures are checked
-against those.
+against those. A request sent with an `X-Request-ID` header has its token write times kept under
+that id (GET /stats/writes: {id: [monotonic seconds, ...]}, this machine's clock), so a client
+can pair each of its requests with what the server did for it.
 
 Fault modes, for the harness's tests (every request of the server behaves so):
   cut          close the connection after half the tokens, without ending the chunked body
@@ -53,6 +56,8 @@ class Record:
         self.late: deque[float] = deque(maxlen=5_000_000)  # s each token was written after it was due
         self.requests = 0
         self.tokens = 0
+        # X-Request-ID -> when each of its tokens was written (time.monotonic(), this machine's clock)
+        self.writes: dict[str, list[float]] = {}
 
     def stats(self) -> dict[str, Any]:
         def pct(values: deque[float]) -> dict[str, float | None]:
@@ -73,6 +78,7 @@ class StreamServer:
         self.itl = itl
         self.fault = fault
         self.record = Record()
+        self._bursts: dict[tuple[bool, int, int], bytes] = {}
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -85,13 +91,16 @@ class StreamServer:
                 lines = head.decode("latin-1").split("\r\n")
                 method, path = (lines[0].split(" ") + ["", ""])[:2]
                 length = 0
+                request_id = None
                 for line in lines[1:]:
                     name, _, value = line.partition(":")
                     if name.strip().lower() == "content-length":
                         length = int(value.strip() or 0)
+                    elif name.strip().lower() == "x-request-id":
+                        request_id = value.strip()
                 body = await reader.readexactly(length) if length else b""
                 read_at = time.monotonic()
-                if not await self.answer(method, path, body, read_at, writer):
+                if not await self.answer(method, path, body, read_at, writer, request_id):
                     return
         except (ConnectionError, OSError):
             return
@@ -99,12 +108,14 @@ class StreamServer:
             writer.close()
 
     async def answer(self, method: str, path: str, body: bytes, read_at: float,
-                     writer: asyncio.StreamWriter) -> bool:
+                     writer: asyncio.StreamWriter, request_id: str | None = None) -> bool:
         """Answer one request; False when the connection must close afterwards."""
         if method == "GET" and path == "/v1/models":
             return await self.json(writer, 200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]})
         if method == "GET" and path == "/stats":
             return await self.json(writer, 200, self.record.stats())
+        if method == "GET" and path == "/stats/writes":
+            return await self.json(writer, 200, self.record.writes)
         if method != "POST" or path not in ("/v1/chat/completions", "/v1/completions"):
             return await self.json(writer, 404, {"error": {"message": f"no route {method} {path}",
                                                            "type": "not_found_error"}})
@@ -125,7 +136,7 @@ class StreamServer:
         self.record.requests += 1
         if not doc.get("stream"):
             return await self.whole(writer, chat, tokens, prompt_tokens, read_at)
-        return await self.stream(writer, chat, tokens, prompt_tokens, read_at)
+        return await self.stream(writer, chat, tokens, prompt_tokens, read_at, request_id)
 
     async def json(self, writer: asyncio.StreamWriter, status: int, doc: Any) -> bool:
         data = json.dumps(doc).encode()
@@ -146,7 +157,7 @@ class StreamServer:
                                                        "total_tokens": prompt_tokens + tokens}})
 
     async def stream(self, writer: asyncio.StreamWriter, chat: bool, tokens: int, prompt_tokens: int,
-                     read_at: float) -> bool:
+                     read_at: float, request_id: str | None = None) -> bool:
         fault = self.fault
         chunked = fault != "close"
         quirky = fault == "quirky"
@@ -169,7 +180,15 @@ class StreamServer:
             return {"id": "cmpl-1", "object": "chat.completion.chunk" if chat else "text_completion",
                     "model": MODEL, "choices": [choice]}
 
+        if self.ttft == 0 and self.itl == 0 and fault is None and chunked:  # a ceiling test: all at once
+            writer.write(self.burst(chat, tokens, prompt_tokens))
+            await writer.drain()
+            self.record.tokens += tokens
+            return True
         last = None
+        writes: list[float] = []
+        if request_id is not None and len(self.record.writes) < 1_000_000:
+            self.record.writes[request_id] = writes
         for k in range(tokens):
             due = read_at + self.ttft + k * self.itl
             delay = due - time.monotonic()
@@ -190,6 +209,7 @@ class StreamServer:
                 await send(b": keep-alive" + end)
             await send(event(token_doc(k, "length" if k == tokens - 1 else None)))
             now = time.monotonic()
+            writes.append(now)
             record = self.record
             record.tokens += 1
             record.late.append(now - due)
@@ -208,6 +228,25 @@ class StreamServer:
             await send(b"")
             return True
         return False
+
+
+    def burst(self, chat: bool, tokens: int, prompt_tokens: int) -> bytes:
+        """The whole chunked stream of an answer, built once per shape: with no delay to keep, the
+        server's cost per request is one write, so a client's ceiling is the client's own."""
+        key = (chat, tokens, prompt_tokens)
+        if key not in self._bursts:
+            kind = "chat.completion.chunk" if chat else "text_completion"
+            docs = [{"id": "cmpl-1", "object": kind, "model": MODEL,
+                     "choices": [{"index": 0, "delta": {"content": "tok "}, "finish_reason": None} if chat
+                                 else {"index": 0, "text": "tok ", "finish_reason": None}]} for _ in range(tokens)]
+            docs[-1]["choices"][0]["finish_reason"] = "length"
+            docs.append({"id": "cmpl-1", "object": kind, "model": MODEL, "choices": [],
+                         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": tokens,
+                                   "total_tokens": prompt_tokens + tokens}})
+            events = [b"data: " + json.dumps(d, separators=(",", ":")).encode() + b"\n\n" for d in docs]
+            events.append(b"data: [DONE]\n\n")
+            self._bursts[key] = b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events) + b"0\r\n\r\n"
+        return self._bursts[key]
 
 
 async def serve(args: argparse.Namespace) -> None:

@@ -25,6 +25,7 @@ _EXPORTS = {
     "Summary": ("harness.results.summary", "Summary"),
     "read_summary": ("harness.results.summary", "read"),
     "read_samples": ("harness.results.samples", "read_samples"),
+    "read_streams": ("harness.results.tokens", "read_streams"),
     "Sample": ("harness.results.samples", "Sample"),
     "FIGURES": ("harness.results.figures", "FIGURES"),
     "analyse_run": ("harness.analysis.runfolder", "analyse_run"),
@@ -50,6 +51,7 @@ __all__ = [
     "Summary",
     "read_summary",
     "read_samples",
+    "read_streams",
     "Sample",
     "FIGURES",
     "analyse_run",
@@ -82,6 +84,7 @@ if TYPE_CHECKING:
     from harness.results.samples import Sample, read_samples
     from harness.results.summary import RunResult, Summary
     from harness.results.summary import read as read_summary
+    from harness.results.tokens import read_streams
     from harness.run.runner import Run
     from harness.scenario.loading import load_scenario
     from harness.scenario.plan import LoadPlan, plan_from_scenario

@@ -29,6 +29,7 @@ class Summary(TypedDict, total=False):
     arrival: str | None
     generator_processes: int
     target: dict[str, Any]
+    t0_monotonic: float  # the run's time 0 on this machine's CLOCK_MONOTONIC (samples are seconds from it)
     # the measured window
     duration_s: float
     warmup_s: float

@@ -121,6 +121,8 @@ class Run:
             self.say(f"note: {note}")
         try:
             t0 = engine.start()
+            run_meta["t0_monotonic"] = t0  # the run's clock on this machine: aligns other logs with the samples
+            meta.write_meta(self.run_dir, run_meta)
             roles = {"generator": lambda: engine.pids, "harness": lambda: [os.getpid()]}
             pid = self.target.server_pid
             if pid is not None:
