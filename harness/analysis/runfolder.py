@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis import stats as analysis
+from harness.analysis import tokens as token_analysis
 from harness.analysis import trends
 from harness.analysis.windows import little_check, windows
 from harness.errors import UserError
@@ -18,9 +19,35 @@ from harness.results.metrics import read_metrics
 from harness.results.resources import SERVER_ROLES, read_resources
 from harness.results.samples import read_samples
 from harness.results.summary import Summary
+from harness.results.tokens import read_streams
 from harness.scenario.plan import LoadPlan
 
 SOAK_CHUNKS = 20
+
+
+@dataclass
+class TokenAnalysis:
+    """A generative run's token timing for the pages (analysis.tokens)."""
+
+    win: pd.DataFrame  # token_windows, per second over the whole run
+    requests: pd.DataFrame  # per successful request of the measured window: ttft_ms, input_tokens, ...
+    ttft_histogram: tuple[np.ndarray, np.ndarray, bool]
+    itl_histogram: tuple[np.ndarray, np.ndarray, bool]
+
+
+def analyse_tokens(run_dir: Path, summary: Summary, warmup: float, until: float) -> TokenAnalysis | None:
+    if not summary.get("tokens"):
+        return None
+    streams = read_streams(run_dir)
+    slo = (summary.get("goodput") or {}).get("slo")
+    win = token_analysis.token_windows(streams, max(until, 1.0), slo=slo)
+    measured = analysis.measured(streams, warmup, until)
+    requests = token_analysis.per_request(measured)
+    ok = measured.loc[requests.index]
+    gaps = np.concatenate(list(ok["gaps"])) if len(ok) else np.zeros(0)
+    return TokenAnalysis(win=win, requests=requests,
+                         ttft_histogram=analysis.latency_histogram(requests["ttft_ms"].dropna().to_numpy()),
+                         itl_histogram=analysis.latency_histogram(gaps))
 
 
 @dataclass
@@ -40,6 +67,7 @@ class RunAnalysis:
     soak: dict[str, Any] | None
     little: dict[str, Any]
     efficiency: float | None  # requests per server CPU-second over the measured window
+    tokens: TokenAnalysis | None = None  # a generative run's token timing
 
     @property
     def warmup(self) -> float:
@@ -105,4 +133,5 @@ def analyse_run(run_dir: Path) -> RunAnalysis:
         metrics=read_metrics(run_dir), spectrum=analysis.percentile_spectrum(latency),
         histogram=analysis.latency_histogram(latency), knee=trends.knee(measured, summary["load_model"]),
         soak=soak, little=little_check(measured, summary["load_model"]),
-        efficiency=analysis.requests_per_cpu_second(float(summary["requests"]), cpu_s))
+        efficiency=analysis.requests_per_cpu_second(float(summary["requests"]), cpu_s),
+        tokens=analyse_tokens(run_dir, summary, warmup, until))

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis.stats import latency_stats
+from harness.analysis.windows import grouped_quantiles
 from harness.results.samples import NOT_SENT
 
 STATS = ("p50", "p90", "p95", "p99", "max", "mean")
@@ -94,3 +95,46 @@ def token_figures(streams: pd.DataFrame, samples: pd.DataFrame, seconds: float,
                               "rps": round(good / seconds, 3) if seconds > 0 else None,
                               "fraction": round(good / sent, 6) if sent else None}
     return figures
+
+
+def token_windows(streams: pd.DataFrame, until: float, width: float = 1.0,
+                  slo: dict[str, float | None] | None = None) -> pd.DataFrame:
+    """Per window [t, t + width) from 0 to `until`: TTFT and ITL p50/p99 (requests by intended
+    send time, their gaps with them), output tokens/s by arrival (each token chunk at the time it
+    came, carrying its request's tokens ÷ chunks), successful streamed requests/s and, with
+    objectives, goodput_rps."""
+    count = max(int(np.ceil(until / width)), 1)
+    t = np.arange(count) * width
+    requests = per_request(streams)
+    ok = streams.loc[requests.index]
+    slot = np.clip((requests["intended"].to_numpy() // width).astype(np.int64), 0, count - 1)
+    out = pd.DataFrame({"t": t})
+    ttft = requests["ttft_ms"].to_numpy()
+    keep = np.isfinite(ttft)
+    out["ttft_p50_ms"], out["ttft_p99_ms"] = grouped_quantiles(slot[keep], ttft[keep], count, (0.5, 0.99))
+    gap_slot = np.repeat(slot, [len(g) for g in ok["gaps"]]) if len(ok) else np.zeros(0, dtype=np.int64)
+    gaps = np.concatenate(list(ok["gaps"])) if len(ok) else np.zeros(0)
+    out["itl_p50_ms"], out["itl_p99_ms"] = grouped_quantiles(gap_slot, gaps, count, (0.5, 0.99))
+    arrivals, weights = token_arrivals(ok)
+    counts, _ = np.histogram(arrivals, bins=np.append(t, count * width), weights=weights)
+    out["output_tokens_per_s"] = counts / width
+    out["ok_streams_per_s"] = np.bincount(slot, minlength=count)[:count] / width
+    if slo is not None:
+        good = meets(requests, slo).to_numpy()
+        out["goodput_rps"] = np.bincount(slot[good], minlength=count)[:count] / width
+    return out
+
+
+def token_arrivals(ok: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """When each token chunk arrived (s, the run's clock) and how many tokens it stands for."""
+    times, weights = [], []
+    for first, gaps, tokens in zip(ok["first_token"], ok["gaps"], ok["output_tokens"].astype("float64")):
+        if np.isnan(first):
+            continue
+        arrived = first + np.concatenate([[0.0], np.cumsum(gaps) / 1000.0])
+        times.append(arrived)
+        weights.append(np.full(arrived.size, (tokens if np.isfinite(tokens) else arrived.size) / arrived.size))
+    if not times:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(times), np.concatenate(weights)
+

@@ -340,3 +340,78 @@ def soak_chart(ra: RunAnalysis) -> str | None:
     mem.set_title(f"Server memory: {soak['verdict']}", loc="left")
     mem.legend(loc="lower right", fontsize=8)
     return png(fig)
+
+
+@STYLE
+def token_timing_chart(ra: RunAnalysis) -> str | None:
+    """A generative run over time: TTFT and ITL percentiles per second, tokens/s and goodput."""
+    if ra.tokens is None:
+        return None
+    win = ra.tokens.win
+    fig = new_figure(7.2)
+    ttft_ax, itl_ax, rate_ax = fig.subplots(3, 1, sharex=True, height_ratios=[2, 2, 1.6])
+    x = _mid(win)
+    for ax, kind, label in ((ttft_ax, "ttft", "TTFT"), (itl_ax, "itl", "ITL")):
+        ax.plot(x, win[f"{kind}_p50_ms"], color="#0969da", lw=1.8, label=f"{label} p50")
+        ax.plot(x, win[f"{kind}_p99_ms"], color="#cf222e", lw=1.1, label=f"{label} p99")
+        log_if_wide(ax, win[[f"{kind}_p50_ms", f"{kind}_p99_ms"]].to_numpy())
+        ax.set_ylabel(f"{label} (ms)")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        mark_stages(ax, ra.plan, ra.warmup, labels=ax is ttft_ax)
+    ttft_ax.set_title("Time to first token (by intended send) and inter-token latency, per second",
+                      loc="left", pad=14)
+    rate_ax.plot(x, win["output_tokens_per_s"], color="#1a7f37", lw=1.6, label="output tokens/s (by arrival)")
+    rate_ax.set_ylabel("tokens / second")
+    rate_ax.set_ylim(bottom=0)
+    right = rate_ax.twinx()
+    right.spines["right"].set_visible(True)
+    right.grid(False)
+    right.plot(x, win["ok_streams_per_s"], color="#8250df", lw=1.0, ls=":", label="successful streams/s")
+    if "goodput_rps" in win:
+        right.plot(x, win["goodput_rps"], color="#bf8700", lw=1.4, label="goodput (streams/s meeting the SLOs)")
+    right.set_ylabel("streams / second")
+    right.set_ylim(bottom=0)
+    handles = rate_ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    rate_ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.06, 1.0))
+    rate_ax.set_xlabel(TIME_LABEL)
+    mark_stages(rate_ax, ra.plan, ra.warmup, labels=False)
+    return png(fig)
+
+
+@STYLE
+def token_distribution_chart(ra: RunAnalysis) -> str | None:
+    """TTFT and ITL histograms (measured window) and TTFT against each request's input length."""
+    if ra.tokens is None or ra.tokens.requests.empty:
+        return None
+    tokens, figures = ra.tokens, ra.summary.get("tokens") or {}
+    fig = new_figure(4.2)
+    ttft_ax, itl_ax, input_ax = fig.subplots(1, 3)
+    for ax, (counts, edges, log), key, label in ((ttft_ax, tokens.ttft_histogram, "ttft_ms", "TTFT"),
+                                                 (itl_ax, tokens.itl_histogram, "itl_ms", "ITL")):
+        if counts.size == 0:
+            ax.text(0.5, 0.5, f"no {label} measured", transform=ax.transAxes, ha="center", va="center")
+            continue
+        ax.stairs(counts, edges, fill=True, color="#54aeff", alpha=0.8)
+        if log:
+            ax.set_xscale("log")
+            plain_log(ax.xaxis)
+        for stat, color in (("p50", "#0969da"), ("p99", "#cf222e")):
+            value = (figures.get(key) or {}).get(stat)
+            if value is not None:
+                ax.axvline(value, color=color, ls="--", lw=1, label=f"{stat} {value:.3g} ms")
+        ax.set_xlabel(f"{label} (ms)" + (", log scale" if log else ""))
+        ax.set_ylabel("requests" if key == "ttft_ms" else "gaps")
+        ax.set_title(f"{label} histogram", loc="left")
+        ax.legend(loc="upper right")
+    requests = tokens.requests.dropna(subset=["ttft_ms"])
+    known = requests["input_tokens"].notna()
+    if known.any():
+        input_ax.scatter(requests.loc[known, "input_tokens"], requests.loc[known, "ttft_ms"], s=6, alpha=0.5,
+                         color="#0969da", lw=0)
+        input_ax.set_xlabel("input tokens (the server's usage.prompt_tokens)")
+    else:
+        input_ax.text(0.5, 0.5, "the server reported no prompt_tokens", transform=input_ax.transAxes,
+                      ha="center", va="center")
+    input_ax.set_ylabel("TTFT (ms)")
+    input_ax.set_title("TTFT by input length (a dot per request)", loc="left")
+    return png(fig)

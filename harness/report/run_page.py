@@ -168,6 +168,27 @@ def soak_section(ra: RunAnalysis, soak: dict[str, Any]) -> str:
             f"<p class='note'>Rule: {esc(soak['rule'])}</p>" + image(charts.soak_chart(ra), "soak"))
 
 
+def tokens_section(ra: RunAnalysis) -> str:
+    t = ra.summary.get("tokens") or {}
+    rows = [(label, *(fmt((t.get(key) or {}).get(stat)) for stat in ("p50", "p90", "p95", "p99", "max", "mean")))
+            for key, label in (("ttft_ms", "TTFT"), ("ttfc_ms", "time to first content"), ("tpot_ms", "TPOT"),
+                               ("itl_ms", "ITL"))]
+    counted = ("" if t.get("counted_by") == "usage" else
+               " <b>Output tokens were counted by chunks</b>: the server sent no usage, and a chunk may carry "
+               "more than one token.")
+    good = ra.summary.get("goodput")
+    goodput = "" if not good else (
+        f" Goodput: <b>{fmt(good['rps'], 4)} req/s</b>, {fmt(100 * (good['fraction'] or 0), 3)}% of the requests "
+        f"met every objective ({esc(', '.join(f'{k} <= {v:g}' for k, v in good['slo'].items()))}).")
+    return (f"<p>{t.get('output_tokens')} output tokens ({fmt(t.get('output_tokens_per_s'), 4)}/s), "
+            f"{t.get('input_tokens') if t.get('input_tokens') is not None else '-'} input tokens in the measured "
+            f"window.{counted}{goodput} Definitions: <a href='https://github.com/vllm-project/vllm/blob/main/"
+            "benchmarks/benchmark_serving.py'>vLLM's serving benchmark</a>; every time from the intended send.</p>"
+            + table(["ms", "p50", "p90", "p95", "p99", "max", "mean"], rows, numeric_from=1)
+            + image(charts.token_timing_chart(ra), "token timing over time")
+            + image(charts.token_distribution_chart(ra), "token latency distributions"))
+
+
 def render(ra: RunAnalysis) -> str:
     s = ra.summary
     sections: list[tuple[str, str, str]] = [
@@ -177,6 +198,7 @@ def render(ra: RunAnalysis) -> str:
            "[k] is the stage in force from there on.</p>" + stages_table(s)),
         *([("names", "By request name", names_table(s))] if s.get("by_name") else []),
         ("latency", "Latency over time", image(charts.latency_chart(ra), "latency over time")),
+        *([("tokens", "Tokens: TTFT, ITL, tokens/s and goodput", tokens_section(ra))] if ra.tokens else []),
         ("distribution", "Latency distribution", image(charts.spectrum_chart(ra), "latency spectrum")),
         ("knee", "Knee and saturation", knee_section(ra)),
         ("resources", "Server and generator resources",

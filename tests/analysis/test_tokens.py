@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.analysis.tokens import meets, token_figures
+from harness.analysis.tokens import meets, token_figures, token_windows
 from harness.engines.sse import OpenAIStream
 from harness.results.samples import NOT_SENT, Sample, SampleWriter
 from harness.results.tokens import read_streams
@@ -93,3 +93,15 @@ def test_the_writer_puts_each_streams_tokens_beside_its_row(tmp_path: Path) -> N
     np.testing.assert_allclose(df["first_token"] - df["intended"], 0.2, atol=1e-6)
     assert all(list(g) == [100.0, 100.0] for g in df["gaps"])
     assert set(df["finish_reason"]) == {"length"} and set(df["counted_by"]) == {"usage"}
+
+
+def test_windows_put_each_token_chunk_at_its_arrival() -> None:
+    """One request sent at 0.5 s, first token at 0.9 s, then chunks 200 ms apart: 6 tokens in 3
+    chunks (usage says 6), arriving at 0.9, 1.1 and 1.3 s; its TTFT and goodput count in second 0."""
+    df = streams([{"intended": 0.5, "end": 1.4, "first_token": 0.9, "output_tokens": 6,
+                   "gaps": np.array([200.0, 200.0])}])
+    win = token_windows(df, 3.0, slo={"ttft_ms": 500.0})
+    assert list(win["output_tokens_per_s"]) == [2.0, 4.0, 0.0]
+    assert win["ttft_p50_ms"].iloc[0] == pytest.approx(400.0) and np.isnan(win["ttft_p50_ms"].iloc[1])
+    assert list(win["itl_p50_ms"].fillna(-1)) == [200.0, -1, -1]
+    assert list(win["goodput_rps"]) == [1.0, 0.0, 0.0]

@@ -54,6 +54,10 @@ def test_every_token_is_timed_and_never_before_the_server_sent_it(tmp_path: Path
     assert len(streams) == summary["requests"] and (streams["gaps"].map(len) == TOKENS - 1).all()
     assert (streams["first_byte"] <= streams["first_token"]).all() and (streams["last_token"] <= streams["end"]).all()
     assert set(streams["finish_reason"]) == {"length"}
+    report = (out / "report.html").read_text()
+    assert 'id="tokens"' in report  # the token charts are drawn
+    assert 'alt="token timing over time" src="data:image/png' in report
+    assert 'alt="token latency distributions" src="data:image/png' in report
 
 
 def test_https_streams_and_an_unstreamed_answer(tmp_path: Path) -> None:
