@@ -1,6 +1,6 @@
 """An OpenAI-compatible streaming server whose token timing is known: a fixed TTFT and ITL.
 
-    python benchmarks/stream_server.py --ttft-ms 50 --itl-ms 10 [--port 0] [--fault MODE]
+    python benchmarks/stream_server.py --ttft-ms 50 --itl-ms 10 [--slots N] [--port 0] [--fault MODE]
                                        [--certfile F --keyfile F]
 
 POST /v1/chat/completions and /v1/completions answer `max_tokens` tokens (default 16): with
@@ -73,10 +73,11 @@ class Record:
 
 
 class StreamServer:
-    def __init__(self, ttft: float, itl: float, fault: str | None = None) -> None:
+    def __init__(self, ttft: float, itl: float, fault: str | None = None, slots: int = 0) -> None:
         self.ttft = ttft
         self.itl = itl
         self.fault = fault
+        self.slots = asyncio.Semaphore(slots) if slots else None  # at most this many answers at once
         self.record = Record()
         self._bursts: dict[tuple[bool, int, int], bytes] = {}
 
@@ -134,9 +135,20 @@ class StreamServer:
                                                                 if isinstance(m, dict))
         prompt_tokens = len(str(prompt or "").split())
         self.record.requests += 1
+        if self.slots is None:
+            return await self.respond(writer, doc, chat, tokens, prompt_tokens, read_at, request_id)
+        async with self.slots:  # a request waiting for a slot has its TTFT grow by the wait
+            return await self.respond(writer, doc, chat, tokens, prompt_tokens, read_at, request_id)
+
+    async def respond(self, writer: asyncio.StreamWriter, doc: dict[str, Any], chat: bool, tokens: int,
+                      prompt_tokens: int, read_at: float, request_id: str | None) -> bool:
+        if self.slots is not None:
+            read_at, queued = time.monotonic(), read_at  # the schedule starts once a slot is free ...
+        else:
+            queued = read_at
         if not doc.get("stream"):
             return await self.whole(writer, chat, tokens, prompt_tokens, read_at)
-        return await self.stream(writer, chat, tokens, prompt_tokens, read_at, request_id)
+        return await self.stream(writer, chat, tokens, prompt_tokens, read_at, request_id, queued)
 
     async def json(self, writer: asyncio.StreamWriter, status: int, doc: Any) -> bool:
         data = json.dumps(doc).encode()
@@ -157,7 +169,7 @@ class StreamServer:
                                                        "total_tokens": prompt_tokens + tokens}})
 
     async def stream(self, writer: asyncio.StreamWriter, chat: bool, tokens: int, prompt_tokens: int,
-                     read_at: float, request_id: str | None = None) -> bool:
+                     read_at: float, request_id: str | None = None, queued: float | None = None) -> bool:
         fault = self.fault
         chunked = fault != "close"
         quirky = fault == "quirky"
@@ -214,7 +226,7 @@ class StreamServer:
             record.tokens += 1
             record.late.append(now - due)
             if last is None:
-                record.ttft.append(now - read_at)
+                record.ttft.append(now - (read_at if queued is None else queued))  # ... the wait counts
             else:
                 record.gaps.append(now - last)
             last = now
@@ -250,7 +262,7 @@ class StreamServer:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    server = StreamServer(args.ttft_ms / 1000.0, args.itl_ms / 1000.0, args.fault)
+    server = StreamServer(args.ttft_ms / 1000.0, args.itl_ms / 1000.0, args.fault, args.slots)
     context = None
     if args.certfile:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -269,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--itl-ms", type=float, default=10.0, help="time between tokens (ms)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--slots", type=int, default=0,
+                        help="answer at most N requests at once, the rest wait (0: no limit): TTFT grows "
+                             "with the queue, as on a server at its batch limit")
     parser.add_argument("--fault", choices=FAULTS, default=None, help="misbehave on every request (tests)")
     parser.add_argument("--certfile", help="serve HTTPS with this certificate (PEM) ...")
     parser.add_argument("--keyfile", help="... and this key")

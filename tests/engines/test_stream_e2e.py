@@ -151,3 +151,23 @@ def test_dataset_prompts_are_completed_into_requests(tmp_path: Path) -> None:
     assert summary["errors"] == 0 and summary["target"]["model"] == "m1"
     assert by_line[2] == 3 and by_line[1] == 16  # the line's own max_tokens; the server's default
     assert pd.Series(streams["input_tokens"]).groupby(streams["line"]).first().to_dict() == {1: 4, 2: 2}
+
+
+def test_capacity_search_finds_the_highest_rate_meeting_a_goodput_slo(tmp_path: Path) -> None:
+    """A server answering 4 streams at once, each taking 10 ms + 7 x 5 ms = 45 ms: it serves
+    about 4 / 45 ms = 89 streams/s, and beyond that the queue (and TTFT) grows without bound.
+    Capacity under `goodput_fraction >= 0.9` with TTFT <= 100 ms must land below that limit and
+    well above the rate a queue-free server would need (the search's bracket says where)."""
+    with StreamServer(ttft_ms=10, itl_ms=5, slots=4) as server:
+        path = scenario(tmp_path, server.url, extra=(
+            "goodput: {ttft_ms: 100}\ncapacity: {slo: [goodput_fraction >= 0.9], start: 20, max_rate: 400, "
+            "precision: 0.25, probe: 2s, warmup: 1s}\n"))
+        text = path.read_text().replace("load: {start: 4, stages: [{duration: 2s, target: 4}]}",
+                                        "load: {model: open, stages: [{duration: 2s, target: 1}], max_in_flight: 256}")
+        path.write_text(text)
+        out = tmp_path / "capacity"
+        result = harness("capacity", str(path), "--out", str(out), timeout=300)
+    doc = json.loads((out / "capacity.json").read_text())
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    assert doc["capacity_rps"] is not None and 20 <= doc["capacity_rps"] < 4 / 0.045, doc["probes"]
+    assert doc["first_failing_rps"] is not None and doc["first_failing_rps"] <= 4 / 0.045 * 1.6, doc["probes"]

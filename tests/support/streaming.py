@@ -18,8 +18,9 @@ class StreamServer:
     """`with StreamServer(ttft_ms=20, itl_ms=5, fault=None) as server: server.url ...`"""
 
     def __init__(self, ttft_ms: float = 20.0, itl_ms: float = 5.0, fault: str | None = None,
-                 certfile: Path | None = None) -> None:
-        args = [sys.executable, str(SCRIPT), "--ttft-ms", str(ttft_ms), "--itl-ms", str(itl_ms)]
+                 certfile: Path | None = None, slots: int = 0) -> None:
+        args = [sys.executable, str(SCRIPT), "--ttft-ms", str(ttft_ms), "--itl-ms", str(itl_ms),
+                "--slots", str(slots)]
         if fault:
             args += ["--fault", fault]
         if certfile:
