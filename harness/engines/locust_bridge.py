@@ -105,7 +105,8 @@ class LocustEngine:
 
     def __init__(self, context: EngineContext) -> None:
         scenario, plan, run_dir = context.scenario, context.plan, context.run_dir
-        doc = plan_document(scenario, plan, context.bodies, context.headers, run_dir, plan.model, context.tls)
+        doc = plan_document(scenario, plan, context.bodies, context.headers, run_dir, plan.model, context.tls,
+                            model=context.model)
         options = scenario.locust
         self.processes = LocustProcesses(
             run_dir, doc, context.url, options.workers,

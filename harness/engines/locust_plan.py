@@ -61,6 +61,7 @@ class Bridge:
     request_id: list[str] | None = None  # [header, run name]: send `<run>-<gen>-<seq>` in that header
     mix: list[dict[str, Any]] | None = None  # target.requests (mix_document)
     mix_seed: int = 0
+    generative: list[Any] | None = None  # prompts.Api as a list: read answers as OpenAI streams
 
     @classmethod
     def from_environment(cls) -> Bridge:
@@ -74,11 +75,13 @@ class Bridge:
 
 
 def plan_document(scenario: Scenario, plan: LoadPlan, bodies: list[bytes], headers: dict[str, str],
-                  run_dir: Path | None, mode: str, tls: ClientTLS | None = None) -> dict[str, Any]:
+                  run_dir: Path | None, mode: str, tls: ClientTLS | None = None,
+                  model: str | None = None) -> dict[str, Any]:
     """The plan file's contents for a run (or, with mode "ui", for the web UI)."""
     target = scenario.target
     from harness.engines.request_table import dataset_source
     from harness.scenario.payload import body_headers
+    from harness.scenario.prompts import api_of
 
     all_headers = {"Content-Type": "application/json", **body_headers(scenario), **headers} \
         if target.method == "POST" else dict(headers)
@@ -97,6 +100,7 @@ def plan_document(scenario: Scenario, plan: LoadPlan, bodies: list[bytes], heade
         "run_dir": str(run_dir) if run_dir else None,
         "tls": tls.to_dict() if tls is not None else None,
         "expect": expect.resolve(scenario),
+        "generative": api_of(target, model or target.model or ""),
     }
 
 

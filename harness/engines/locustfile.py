@@ -6,7 +6,10 @@ Driven by the harness (`engine: locust`), it reads the plan file named in HARNES
 closed model through a LoadTestShape following the stages; open model through users that send
 at the plan's arrival times (constant or Poisson) and time each request from its intended send
 time. Every request becomes a sample row in the harness's schema, written to the run folder by
-the local runner or by the master (workers relay rows over Locust's own messages).
+the local runner or by the master (workers relay rows over Locust's own messages). A generative
+target (target.api) is read as a stream, each piece handed to harness.engines.sse as it arrives,
+and its tokens go beside its row in tokens-<gen>.csv (relayed the same way). Locust's own
+statistics then time a stream to its headers; the harness's rows time it to its last byte.
 """
 from __future__ import annotations
 
@@ -23,22 +26,37 @@ import gevent.ssl
 from locust import FastHttpUser, LoadTestShape, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
-from harness.engines.locust_plan import PARENT_ENV, Bridge, Clock, checked_row, response_row
+from harness.engines.http_client import RequestFailed
+from harness.engines.locust_plan import PARENT_ENV, Bridge, Clock, checked_row, classify, response_row
 from harness.engines.request_table import DatasetSource, Kind, Table, mix_table, request_id_prefix, table
+from harness.engines.sse import OpenAIStream
 from harness.engines.tls import ClientTLS
 from harness.engines.web_auth import WEB_AUTH_ENV, parse_credentials, require_basic_auth
 from harness.results import layout
 from harness.results.checks import CheckLog
-from harness.results.samples import RelayedSamples, Sample, SampleWriter, format_row, not_sent, shifted
+from harness.results.samples import (
+    CLOSED,
+    HTTP_ERROR,
+    OK,
+    RelayedSamples,
+    Sample,
+    SampleWriter,
+    format_row,
+    not_sent,
+    shifted,
+)
+from harness.results.tokens import TokenLog, format_fields
 from harness.scenario.dataset import Line
 from harness.scenario.expect import Checker
 from harness.scenario.plan import LoadPlan
+from harness.scenario.prompts import Api, dataset_body
 
 BRIDGE = Bridge.from_environment()
 PLAN = BRIDGE.load_plan()
 BODIES = [b.encode("latin-1") for b in BRIDGE.bodies]  # latin-1: the plan file's lossless text of bytes
 SOURCE = DatasetSource(**BRIDGE.dataset) if BRIDGE.dataset else None
 TLS = ClientTLS.from_dict(BRIDGE.tls) if BRIDGE.tls else None
+API = Api(*BRIDGE.generative) if BRIDGE.generative else None
 SPAWN_RATE = 10_000  # users per second: stage jumps happen at once, as in the threadpool engine
 RELAY_INTERVAL = 0.5
 
@@ -47,20 +65,25 @@ STATE: dict[str, Any] = {"gen": 0, "rows": [], "writer": None, "writers": {}, "a
                          "master_wall": 0.0, "runner": None, "pending": 0, "exhausted": False,
                          "worker_pending": {}, "checker": None, "reasons": {}, "relayed_rows": {},
                          "check_logs": {}, "table": None, "claimed": 0, "id_prefix": "",
-                         "seq": itertools.count()}
+                         "seq": itertools.count(), "tokens": {}, "token_logs": {}}
 ARRIVAL_LOCK = threading.Lock()  # a gevent lock after monkey-patching
 
 
-def record(row: Sample, reason: str | None = None) -> None:
-    """Queue a row (with why its response check failed, if it did) for the local file or the master."""
+def record(row: Sample, reason: str | None = None, stream: OpenAIStream | None = None) -> None:
+    """Queue a row (with why its response check failed, if it did, or its stream's tokens) for the
+    local file or the master."""
     writer = STATE["writer"]
     if writer is not None:
         if reason is not None:
             writer.reasons[id(row)] = reason
+        if stream is not None:
+            writer.tokens[id(row)] = (stream, CLOCK.mono)
         writer.append(row)
     elif isinstance(STATE["runner"], WorkerRunner):
         if reason is not None:
             STATE["reasons"][id(row)] = reason
+        if stream is not None:
+            STATE["tokens"][id(row)] = stream
         STATE["rows"].append(row)
 
 
@@ -70,7 +93,8 @@ def stage_at(t: float) -> int:
 
 def line_request(line: Line) -> tuple[str, str, bytes, dict[str, str]]:
     """A dataset line as (method, endpoint, body, headers) for the Locust client."""
-    return (line.method or BRIDGE.method, line.endpoint or BRIDGE.endpoint, line.body,
+    return (line.method or BRIDGE.method, line.endpoint or BRIDGE.endpoint,
+            line.body if API is None else dataset_body(API, line.body),
             {**BRIDGE.headers, **line.headers} if line.headers else BRIDGE.headers)
 
 
@@ -106,6 +130,9 @@ def send(user: FastHttpUser, intended: float, own: int) -> None:
     if BRIDGE.request_id is not None:
         rid = f"{STATE['id_prefix']}{next(STATE['seq'])}"
         headers = {**headers, BRIDGE.request_id[0]: rid}
+    if API is not None:
+        send_stream(user, intended, (method, endpoint, body, headers), (name, line, rid))
+        return
     start = CLOCK.now()
     response = user.client.request(method, endpoint, data=body, headers=headers,
                                    name=name or endpoint)
@@ -116,6 +143,57 @@ def send(user: FastHttpUser, intended: float, own: int) -> None:
         record(row)
     else:
         record(*checked_row(row, response, checker))
+
+
+def send_stream(user: FastHttpUser, intended: float, request: tuple[str, str, bytes, dict[str, str]],
+                sent: tuple[str | None, int | None, str | None]) -> None:
+    """A generative request: its answer read piece by piece, each token timed as it arrives."""
+    assert API is not None
+    method, endpoint, body, headers = request
+    stream = OpenAIStream(API.streamed)
+    status, size, error = 0, 0, OK
+    start = CLOCK.now()
+    try:
+        response = user.client.request(method, endpoint, data=body,  # type: ignore[arg-type]  # bytes are sent as is
+                                       headers=headers, name=sent[0] or endpoint,
+                                       stream=True)
+        stream.first_byte = time.monotonic()  # geventhttpclient returns once the headers are in
+        status = int(response.status_code or 0)
+        raw = getattr(response, "_response", None)
+        if status == 0 or raw is None:
+            error = classify(0, getattr(response, "error", None))
+        else:
+            stream.head(status)
+            # an error status raised inside the client, which has read its body already
+            for piece in ([response.content or b""] if status >= 400 else pieces(raw)):
+                size += len(piece)
+                stream.append(piece)
+            stream.finish(time.monotonic())
+    except RequestFailed as exc:
+        error, stream.message = exc.kind, stream.message or exc.detail
+    except Exception as exc:  # the body failed to arrive: cut, timed out, reset
+        error, stream.message = classify(0, exc), stream.message or f"{type(exc).__name__}: {exc}"
+        if error == "protocol" and stream.first_token is not None:
+            error = CLOSED  # a parser error mid-body is the connection ending early
+    end = CLOCK.now()
+    if error == OK:
+        if status >= 400 or stream.message is not None:
+            error = HTTP_ERROR
+        elif not stream.complete:
+            error, stream.message = CLOSED, "the stream ended without a finish_reason or [DONE]"
+    row = Sample(intended, start, end, status, error, size, stage_at(intended), STATE["gen"], None, None, None, *sent)
+    record(row, stream=stream if status else None)
+
+
+def pieces(raw: Any) -> Any:
+    """A geventhttpclient response body as it arrives: read(n) waits for n bytes, so wait for one,
+    then take whatever else its parser already holds."""
+    while True:
+        first = raw.read(1)
+        if not first:
+            return
+        held = len(getattr(raw, "_body_buffer", b""))
+        yield first + raw.read(held) if held else first
 
 
 class NamedContext(gevent.ssl.SSLContext):
@@ -284,15 +362,19 @@ def flush_to_master(runner: WorkerRunner) -> None:
     Until the master's clock message has arrived, rows wait here."""
     text = ""
     checks: list[tuple[int, str]] = []  # (index of the row in `text`, why its check failed)
+    tokens: list[tuple[int, str]] = []  # (index of the row in `text`, its token entry on the master's clock)
     if STATE["master_wall"]:
         rows, STATE["rows"] = STATE["rows"], []
         offset = CLOCK.wall - STATE["master_wall"]
         text = "".join(format_row(shifted(row, offset)) for row in rows)
-        reasons = STATE["reasons"]
+        reasons, streams = STATE["reasons"], STATE["tokens"]
         if reasons:
             checks = [(i, reasons.pop(id(row))) for i, row in enumerate(rows) if id(row) in reasons]
+        if streams:
+            tokens = [(i, format_fields(streams.pop(id(row)), CLOCK.mono - offset))
+                      for i, row in enumerate(rows) if id(row) in streams]
     runner.send_message("harness_samples", {"gen": STATE["gen"], "text": text, "pending": STATE["pending"],
-                                            "exhausted": STATE["exhausted"], "checks": checks})
+                                            "exhausted": STATE["exhausted"], "checks": checks, "tokens": tokens})
 
 
 def on_worker_rows(environment: Any, msg: Any, **_: Any) -> None:
@@ -312,6 +394,11 @@ def on_worker_rows(environment: Any, msg: Any, **_: Any) -> None:
         if log is None:
             log = STATE["check_logs"][gen] = CheckLog(layout.checks_file(layout.samples_file(BRIDGE.run_dir, gen)))
         log.write([(base + int(i) + 1, str(reason)) for i, reason in data["checks"]])
+    if data.get("tokens"):
+        tokens = STATE["token_logs"].get(gen)
+        if tokens is None:
+            tokens = STATE["token_logs"][gen] = TokenLog(layout.tokens_file(layout.samples_file(BRIDGE.run_dir, gen)))
+        tokens.write_lines([(base + int(i) + 1, str(fields)) for i, fields in data["tokens"]])
 
 
 @events.test_stop.add_listener
@@ -334,9 +421,9 @@ def on_quitting(environment: Any, **_: Any) -> None:
         if writer is not None:
             writer.close()
     STATE["writer"], STATE["writers"] = None, {}
-    for log in STATE["check_logs"].values():
+    for log in [*STATE["check_logs"].values(), *STATE["token_logs"].values()]:
         log.close()
-    STATE["check_logs"] = {}
+    STATE["check_logs"], STATE["token_logs"] = {}, {}
     if BRIDGE.run_dir and not isinstance(runner, WorkerRunner):
         status = {"cpu_warning": bool(getattr(runner, "cpu_warning_emitted", False)
                                       or getattr(runner, "worker_cpu_warning_emitted", False)),

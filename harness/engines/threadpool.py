@@ -49,8 +49,7 @@ from harness.results.samples import CLOSED, CONNECT, HTTP_ERROR, OK, TLS, Sample
 from harness.scenario import dataset, expect
 from harness.scenario.payload import body_headers, source_bodies, source_headers
 from harness.scenario.plan import LoadPlan
-from harness.scenario.prompts import dataset_body
-from harness.scenario.schema import Target
+from harness.scenario.prompts import Api, api_of, dataset_body
 
 PROGRESS_INTERVAL = 1.0
 # A closed-model user whose connection was refused waits this long before trying again: the
@@ -79,7 +78,7 @@ class GeneratorSpec:
     request_id: tuple[str, str] | None = None  # (header, id prefix): send `<prefix><seq>` in it
     mix: list[Kind] | None = None  # ... or a mix (target.requests): its kinds, templates as `template`
     mix_seed: int = 0
-    generative: tuple[Target, str] | None = None  # (target, model) of a generative api: read answers as streams
+    generative: Api | None = None  # a generative api: answers are read as streams
 
 
 @dataclass
@@ -115,7 +114,7 @@ class _Generator:
         self._id_header = f"{spec.request_id[0]}: ".encode() if spec.request_id else None
         self._send: Callable[[Connection, int, float], bool] = (
             self._send_plain if spec.generative is None else self._send_stream)
-        self._streamed = spec.generative is not None and spec.generative[0].streamed  # else one JSON answer
+        self._streamed = spec.generative is not None and spec.generative.streamed  # else one JSON answer
 
     def _raw(self, line: dataset.Line) -> bytes:
         """A dataset line as the request bytes sent for it."""
@@ -123,7 +122,7 @@ class _Generator:
 
     def _raw_of(self, template: tuple[str, str, dict[str, str]], line: dataset.Line) -> bytes:
         method, path, headers = template
-        body = line.body if self.spec.generative is None else dataset_body(*self.spec.generative, line.body)
+        body = line.body if self.spec.generative is None else dataset_body(self.spec.generative, line.body)
         return request_bytes(line.method or method, self.spec.host, self.spec.port,
                              self.spec.base_path + line.endpoint if line.endpoint else path, body,
                              {**headers, **line.headers} if line.headers else headers)
@@ -535,5 +534,5 @@ def threadpool_engine(context: EngineContext) -> ThreadPoolEngine:
                                            base_path=context.base_path,
                                            request_id=(rid.header, request_id_prefix(context.run_dir, g))
                                            if rid is not None else None, mix=mix, mix_seed=target.mix_seed,
-                                           generative=(target, context.model or "") if target.api else None)
+                                           generative=api_of(target, context.model or ""))
                              for g in range(parts)])

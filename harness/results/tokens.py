@@ -53,8 +53,13 @@ def _t(value: float | None, t0: float) -> str:
 
 
 def format_entry(row: int, record: TokenRecord, t0: float) -> str:
+    return f"{row},{format_fields(record, t0)}"
+
+
+def format_fields(record: TokenRecord, t0: float) -> str:
+    """An entry's line without its row number (a Locust worker's, numbered by the master)."""
     gaps = " ".join(f"{g * 1000.0:.3f}" for g in record.gaps)
-    return (f"{row},{_t(record.first_byte, t0)},{_t(record.first_token, t0)},{_t(record.first_content, t0)},"
+    return (f"{_t(record.first_byte, t0)},{_t(record.first_token, t0)},{_t(record.first_content, t0)},"
             f"{_t(record.last_token, t0)},{record.tokens},"
             f"{'' if record.input_tokens is None else record.input_tokens},{_cell(record.finish_reason)},"
             f"{record.counted_by},{_cell(record.message)},{gaps}\n")
@@ -76,12 +81,16 @@ class TokenLog:
         self._fd: int | None = None
 
     def write(self, entries: list[tuple[int, TokenRecord, float]]) -> None:
+        self.write_lines([(row, format_fields(record, t0)) for row, record, t0 in entries])
+
+    def write_lines(self, entries: list[tuple[int, str]]) -> None:
+        """Entries already formatted (format_fields), each with its row number."""
         if not entries:
             return
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             os.write(self._fd, HEADER.encode())
-        os.write(self._fd, "".join(format_entry(row, record, t0) for row, record, t0 in entries).encode())
+        os.write(self._fd, "".join(f"{row},{fields}" for row, fields in entries).encode())
 
     def close(self) -> None:
         if self._fd is not None:
@@ -119,7 +128,9 @@ def read_streams(run_dir: Path | str) -> pd.DataFrame:
         samples.insert(0, "row", np.arange(1, len(samples) + 1))
         frames.append(samples.merge(tokens, on="row", how="inner"))
     if not frames:
-        return pd.DataFrame({**{c: pd.Series(dtype="float64") for c in ("intended", "start", "end")},
+        from harness.results.samples import DTYPES as SAMPLE_DTYPES
+
+        return pd.DataFrame({**{c: pd.Series(dtype=t) for c, t in SAMPLE_DTYPES.items()},
                              **{c: pd.Series(dtype=t) for c, t in DTYPES.items()}, "gaps": pd.Series(dtype=object)})
     df = pd.concat(frames, ignore_index=True)
     df["gaps"] = [_gaps(text) for text in df["gaps_ms"].fillna("")]

@@ -8,12 +8,25 @@ input length the figures use is the server's own `usage.prompt_tokens` when it s
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
 
 from harness.scenario.schema import Prompts, Target, TokenCount
+
+
+class Api(NamedTuple):
+    """What shapes a generative request: the api, streamed or not, the model (plain data, so it
+    travels to generator processes and into the Locust plan file)."""
+
+    api: str  # openai-chat | openai-completions
+    streamed: bool
+    model: str
+
+
+def api_of(target: Target, model: str) -> Api | None:
+    return Api(target.api, target.streamed, model) if target.api is not None else None
 
 WORDS = ("the of and to in is was for on that with as by at from his it an were are which this be has "
          "or had not first one their its new after but who they have her she two been other when there all "
@@ -32,12 +45,12 @@ def prompt_text(words: int, rng: np.random.Generator) -> str:
     return " ".join(WORDS[i] for i in rng.integers(0, len(WORDS), size=words))
 
 
-def request_body(target: Target, model: str, *, prompt: str | None = None,
-                 messages: list[Any] | None = None, max_tokens: int | None = None,
-                 exact: bool = False, extra: dict[str, Any] | None = None) -> bytes:
+def request_body(api: Api, *, prompt: str | None = None, messages: list[Any] | None = None,
+                 max_tokens: int | None = None, exact: bool = False, extra: dict[str, Any] | None = None,
+                 model: str | None = None) -> bytes:
     """One OpenAI-style body: the prompt (completions) or messages (chat), model and streaming."""
-    doc: dict[str, Any] = {"model": model}
-    if target.api == "openai-chat":
+    doc: dict[str, Any] = {"model": model or api.model}
+    if api.api == "openai-chat":
         doc["messages"] = messages if messages is not None else [{"role": "user", "content": prompt or ""}]
     else:
         doc["prompt"] = prompt if prompt is not None else _joined(messages or [])
@@ -48,8 +61,8 @@ def request_body(target: Target, model: str, *, prompt: str | None = None,
             doc["ignore_eos"] = True
     if extra:
         doc.update(extra)
-    doc["stream"] = target.streamed
-    if target.streamed:
+    doc["stream"] = api.streamed
+    if api.streamed:
         doc["stream_options"] = {"include_usage": True}
     return orjson.dumps(doc)
 
@@ -60,27 +73,30 @@ def _joined(messages: list[Any]) -> str:
 
 def synthetic_bodies(target: Target, model: str) -> list[bytes]:
     """The prompt variants a run cycles through (target.prompts, or its defaults)."""
+    api = api_of(target, model)
+    assert api is not None
     spec = target.prompts or Prompts()
     rng = np.random.default_rng(spec.seed)
     inputs = lengths(spec.input_tokens, spec.variants, rng)
     outputs = lengths(spec.output_tokens, spec.variants, rng)
-    return [request_body(target, model, prompt=prompt_text(int(n), rng), max_tokens=int(m), exact=spec.exact_output)
+    return [request_body(api, prompt=prompt_text(int(n), rng), max_tokens=int(m), exact=spec.exact_output)
             for n, m in zip(inputs, outputs)]
 
 
-def dataset_body(target: Target, model: str, body: bytes) -> bytes:
+def dataset_body(api: Api, body: bytes) -> bytes:
     """A dataset line as a generative request: a JSON string is the prompt; an object with `prompt`
     or `messages` is completed with the model and streaming settings it lacks; anything else is
     sent as written."""
     doc = orjson.loads(body)
     if isinstance(doc, str):
-        return request_body(target, model, prompt=doc, messages=[{"role": "user", "content": doc}]
-                            if target.api == "openai-chat" else None)
+        return request_body(api, prompt=doc, messages=[{"role": "user", "content": doc}]
+                            if api.api == "openai-chat" else None)
     if isinstance(doc, dict) and ("prompt" in doc or "messages" in doc):
         rest = {k: v for k, v in doc.items() if k not in ("prompt", "messages", "model", "stream", "stream_options")}
         prompt, messages = doc.get("prompt"), doc.get("messages")
-        if target.api == "openai-chat" and messages is None:
+        if api.api == "openai-chat" and messages is None:
             messages = [{"role": "user", "content": prompt}]
-        return request_body(target, str(doc.get("model") or model), prompt=prompt if isinstance(prompt, str) else None,
-                            messages=messages if isinstance(messages, list) else None, extra=rest)
+        return request_body(api, prompt=prompt if isinstance(prompt, str) else None,
+                            messages=messages if isinstance(messages, list) else None, extra=rest,
+                            model=str(doc.get("model") or api.model))
     return body

@@ -611,8 +611,6 @@ class Scenario(Strict):
     def _generative_settings(self) -> Scenario:
         if self.goodput is not None and self.target.api is None:
             raise ValueError("goodput needs target.api (a generative endpoint)")
-        if self.target.api is not None and self.engine == "locust":
-            raise ValueError("target.api: the locust engine does not read streams yet; use engine: threadpool")
         return self
 
     @property
