@@ -13,10 +13,18 @@ within 5 ms and 1 ms, or the run marked itself invalid.
 
 Ceiling: streamed tokens/s the harness reads at 64 concurrent streams from the server in burst
 mode (TTFT = ITL = 0: each answer of 256 tokens leaves in one write, so the server costs little
-and the client is the bottleneck), beside the peer's figure when one is installed
-(`--peer-cmd`, see the closing note of issue 13 for the tool used) on the same server.
+and the client is the bottleneck), and the same for the peer, GuideLLM (vllm-project/guidellm,
+the streaming benchmark that runs here: aiperf and vLLM's `bench serve` need far more), on the
+same server at the same concurrency, back to back; the figure is harness ÷ GuideLLM. GuideLLM
+lives in its own virtual environment (it pulls torch, ~6 GB), made once by hand:
 
-    flock /tmp/heavy.lock .venv/bin/python benchmarks/bench_streaming.py [--seconds 10] [--skip-1000]
+    python3 -m venv /tmp/peer-venv && /tmp/peer-venv/bin/pip install guidellm
+
+and is given a tiny local tokenizer this script builds (its synthetic prompts need one; the
+token counts come from the server's usage either way, and nothing is downloaded).
+
+    flock /tmp/heavy.lock .venv/bin/python benchmarks/bench_streaming.py [--seconds 10] [--skip-1000] \
+        [--guidellm /tmp/peer-venv/bin/guidellm]
 """
 from __future__ import annotations
 
@@ -118,25 +126,68 @@ def accuracy(work: Path, seconds: float, skip_1000: bool) -> bool:
     return ok
 
 
-def ceiling(work: Path, seconds: float, peer_cmd: str | None) -> None:
+TOKENIZER = """
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+import random, sys
+random.seed(0)
+words = "the quick brown fox jumps over lazy dog data model token server stream request".split()
+tok = Tokenizer(models.BPE(unk_token="<unk>"))
+tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+tok.decoder = decoders.ByteLevel()
+tok.train_from_iterator([" ".join(random.choice(words) for _ in range(50)) for _ in range(200)],
+                        trainers.BpeTrainer(vocab_size=1000, special_tokens=["<unk>", "<s>", "</s>"],
+                                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>").save_pretrained(sys.argv[1])
+"""
+
+
+def guidellm_rate(guidellm: Path, work: Path, url: str, streams: int, tokens: int, seconds: float) -> float | None:
+    """GuideLLM's output tokens/s at `streams` concurrent streams (None when it failed)."""
+    import os
+    import subprocess
+
+    python = guidellm.parent / "python"
+    tokenizer = work / "tokenizer"
+    subprocess.run([str(python), "-c", TOKENIZER, str(tokenizer)], check=True, capture_output=True, timeout=300)
+    result = work / "guidellm.json"
+    command = [str(guidellm), "run",
+               "--backend", f"kind=openai_http,target={url},model=fixed-timing,request_format=/v1/completions,"
+                            "validate_backend=false",
+               "--profile", f"kind=concurrent,streams={streams}",
+               "--constraint", f"kind=max_duration,seconds={seconds:g}",
+               "--tokenizer", f"kind=huggingface_auto,model={tokenizer}",
+               "--data", f"kind=synthetic_text,prompt_tokens=32,output_tokens={tokens}",
+               "--output", f"kind=json,path={result}", "--disable-console", "--disable-progress"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds * 6 + 300, env=env)
+    if done.returncode != 0 or not result.exists():
+        print(f"  guidellm failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+        return None
+    metrics = json.loads(result.read_text())["benchmarks"][0]["metrics"]
+    ttft = metrics["time_to_first_token_ms"]["successful"]["percentiles"]["p50"]
+    print(f"  guidellm: {metrics['output_tokens_per_second']['total']['mean']:.0f} output tokens/s, "
+          f"TTFT p50 {ttft:.1f} ms")
+    return float(metrics["output_tokens_per_second"]["total"]["mean"])
+
+
+def ceiling(work: Path, seconds: float, guidellm: Path | None) -> None:
     streams, tokens = 64, 256
     proc, url = start_server(0.0, 0.0)
     try:
         run = harness_run(scenario(work, url, streams, tokens, 1, seconds, "ceiling"), work / "ceiling",
                           timeout=seconds + 120)
         harness_rate = (run.summary or {}).get("tokens", {}).get("output_tokens_per_s")
-        print(f"ceiling: harness reads {harness_rate} streamed tokens/s at {streams} streams x {tokens} tokens "
-              f"(generator cpu {(run.summary or {}).get('generator', {}).get('cpu_percent_mean')}%)")
-        if peer_cmd:
-            import shlex
-            import subprocess
-            import time
-
-            command = peer_cmd.format(url=url, streams=streams, tokens=tokens, seconds=seconds, work=work)
-            start = time.monotonic()
-            done = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=seconds * 6 + 300)
-            print(f"  peer: {command} (exit {done.returncode}, {time.monotonic() - start:.0f} s)\n"
-                  + "\n".join("    " + line for line in done.stdout.splitlines()[-25:]))
+        print(f"ceiling at {streams} streams x {tokens} tokens, burst server:")
+        print(f"  harness:  {harness_rate:.0f} output tokens/s (generator cpu "
+              f"{(run.summary or {}).get('generator', {}).get('cpu_percent_mean')}%, valid "
+              f"{(run.summary or {}).get('valid')})")
+        if guidellm is not None:
+            peer = guidellm_rate(guidellm, work, url, streams, tokens, seconds)
+            if peer and harness_rate:
+                print(f"  harness / guidellm = {harness_rate / peer:.2f}")
+        else:
+            print("  (no --guidellm: the peer was not run)")
     finally:
         proc.stop()
 
@@ -145,12 +196,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--skip-1000", action="store_true", help="only the 100-stream accuracy run")
-    parser.add_argument("--peer-cmd", help="a peer's command for the ceiling ({url} {streams} {tokens} {seconds})")
+    parser.add_argument("--guidellm", type=Path, help="GuideLLM's executable, in its own venv (the docstring)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-streaming-") as tmp:
         work = Path(tmp)
         ok = accuracy(work, args.seconds, args.skip_1000)
-        ceiling(work, args.seconds, args.peer_cmd)
+        ceiling(work, args.seconds, args.guidellm)
     return 0 if ok else 1
 
 

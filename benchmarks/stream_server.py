@@ -3,7 +3,8 @@
     python benchmarks/stream_server.py --ttft-ms 50 --itl-ms 10 [--slots N] [--port 0] [--fault MODE]
                                        [--certfile F --keyfile F]
 
-POST /v1/chat/completions and /v1/completions answer `max_tokens` tokens (default 16): with
+POST /v1/chat/completions and /v1/completions answer `max_tokens` (or `max_completion_tokens`)
+tokens (default 16): with
 `stream: true` as server-sent events (one token per event, chunked, then a `usage` chunk with
 empty choices and `data: [DONE]`), otherwise one JSON completion when the last token is due.
 Token k of a request read at t is due at t + TTFT + k * ITL (an absolute schedule, so a late
@@ -111,6 +112,8 @@ class StreamServer:
     async def answer(self, method: str, path: str, body: bytes, read_at: float,
                      writer: asyncio.StreamWriter, request_id: str | None = None) -> bool:
         """Answer one request; False when the connection must close afterwards."""
+        if method == "GET" and path == "/health":
+            return await self.json(writer, 200, {"status": "ok"})
         if method == "GET" and path == "/v1/models":
             return await self.json(writer, 200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]})
         if method == "GET" and path == "/stats":
@@ -122,7 +125,7 @@ class StreamServer:
                                                            "type": "not_found_error"}})
         try:
             doc = json.loads(body)
-            tokens = int(doc.get("max_tokens") or 16)
+            tokens = int(doc.get("max_tokens") or doc.get("max_completion_tokens") or 16)
         except (ValueError, TypeError, AttributeError):
             return await self.json(writer, 400, {"error": {"message": "the body is not a JSON object",
                                                            "type": "invalid_request_error"}})
