@@ -18,9 +18,12 @@ from harness.results.figures import FIGURES, Figure, value
 
 TIE = 0.03  # relative differences below this are ties
 # figures judged (coloured against the baseline, counted in the verdict), then figures shown for context
-MAIN = [FIGURES[n] for n in ("ok_rps", "p50_ms", "p95_ms", "p99_ms", "error_rate", "req_per_cpu_s")]
+# (a generative run's token figures join them; a figure no run has is left out of the page)
+MAIN = [FIGURES[n] for n in ("ok_rps", "p50_ms", "p95_ms", "p99_ms", "error_rate", "req_per_cpu_s",
+                             "output_tokens_per_s", "ttft_p95_ms", "itl_p50_ms", "goodput_rps")]
 OTHER = [FIGURES[n] for n in ("requests", "rps", "p90_ms", "max_ms", "server_cpu_percent",
-                               "generator_cpu_percent", "saturation_rps")]
+                               "generator_cpu_percent", "saturation_rps", "ttft_p50_ms", "ttft_p99_ms",
+                               "itl_p99_ms", "tpot_p50_ms", "goodput_fraction")]
 
 
 def expand_run_dirs(args: list[str]) -> list[Path]:
@@ -134,9 +137,11 @@ def html_table(frame: pd.DataFrame) -> str:
     header = ["figure"] + [f"{label}" + (" (baseline)" if i == 0 else "") for i, label in enumerate(frame["label"])]
     rows = []
     for f in MAIN:
-        rows.append([f.label] + [_cell(r, f.name, f if i else None) for i, r in frame.iterrows()])
+        if frame[f.name].notna().any():
+            rows.append([f.label] + [_cell(r, f.name, f if i else None) for i, r in frame.iterrows()])
     for f in OTHER:
-        rows.append([f.label] + [_cell(r, f.name, None) for _, r in frame.iterrows()])
+        if frame[f.name].notna().any():
+            rows.append([f.label] + [_cell(r, f.name, None) for _, r in frame.iterrows()])
     rows.append(["valid / passed"] + [(badge("valid" if r.valid else "INVALID", "pass" if r.valid else "fail")
                                        + badge("passed" if r.passed else "failed", "pass" if r.passed else "fail"),)
                                       for r in frame.itertuples()])
@@ -166,6 +171,9 @@ def render(analyses: list[RunAnalysis], frame: pd.DataFrame, csv_name: str, intr
           "red: worse; in brackets the difference and the ratio to the baseline.</p></div>"
         + intro_html + "<h2>Key figures</h2>" + html_table(frame)
         + "<h2>Latency vs throughput</h2>" + image(compare_charts.latency_throughput(analyses, labels), "curves")
+        + (("<h2>Token latency vs token throughput</h2>"
+            + image(compare_charts.token_pareto(analyses, labels), "token Pareto"))
+           if any(ra.tokens is not None for ra in analyses) else "")
         + "<h2>Percentiles and throughput per run</h2>" + image(compare_charts.bars(frame), "bars")
         + "<h2>Timelines</h2>" + image(compare_charts.timelines(analyses, labels), "timelines")
         + "<h2>Server CPU efficiency</h2>" + image(compare_charts.efficiency(analyses, frame), "efficiency")

@@ -115,3 +115,51 @@ def efficiency(analyses: list[RunAnalysis], frame: pd.DataFrame) -> str:
     headroom(cpu, 1.3)
     cpu.legend(loc="upper left", fontsize=8)
     return png(fig)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both axes (higher x, lower y), by x."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        if not any((ox >= x and oy <= y) and (ox, oy) != (x, y) for ox, oy in points):
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+@STYLE
+def token_pareto(analyses: list[RunAnalysis], labels: list[str]) -> str | None:
+    """Each generative run as TTFT p95 against output tokens/s (big dots, the measured window;
+    small dots its seconds), and the Pareto front of the runs: the configurations no other beats
+    on both latency and throughput."""
+    fig = new_figure(5.0)
+    ttft_ax, itl_ax = fig.subplots(1, 2)
+    drawn = False
+    for ax, key, seconds_key, label in ((ttft_ax, "ttft_ms", "ttft_p50_ms", "TTFT p95"),
+                                        (itl_ax, "itl_ms", "itl_p50_ms", "ITL p95")):
+        points = []
+        for i, (ra, run_label) in enumerate(zip(analyses, labels)):
+            tokens = ra.summary.get("tokens") or {}
+            if ra.tokens is None or not tokens:
+                continue
+            measured = ra.tokens.win[(ra.tokens.win["t"] >= ra.warmup) & (ra.tokens.win["t"] < ra.until)]
+            ax.scatter(measured["output_tokens_per_s"], measured[seconds_key], s=8, alpha=0.3, color=color(i))
+            rate, latency = tokens.get("output_tokens_per_s"), (tokens.get(key) or {}).get("p95")
+            if rate is None or latency is None:
+                continue
+            ax.plot([rate], [latency], "o", ms=9, color=color(i), label=run_label)
+            points.append((float(rate), float(latency)))
+            drawn = True
+        front = pareto_front(points)
+        if len(front) > 1:
+            ax.plot([points[k][0] for k in front], [points[k][1] for k in front], "--", color="#57606a", lw=1,
+                    label="Pareto front")
+        ax.set_xlabel("output tokens/s")
+        ax.set_ylabel(f"{label} (ms); small dots: p50 per second")
+        ax.set_xlim(left=0)
+        ax.set_title(f"{label} vs output tokens/s", loc="left")
+    if not drawn:
+        return None
+    fig.suptitle("Token latency against token throughput, one big dot per run (lower right is better)",
+                 x=0.0, ha="left", fontweight="bold")
+    itl_ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return png(fig)

@@ -11,6 +11,7 @@ import pytest
 from harness.analysis.tokens import meets, token_figures, token_windows
 from harness.engines.sse import OpenAIStream
 from harness.results.samples import NOT_SENT, Sample, SampleWriter
+from harness.report.compare_charts import pareto_front
 from harness.results.tokens import read_streams
 
 
@@ -105,3 +106,9 @@ def test_windows_put_each_token_chunk_at_its_arrival() -> None:
     assert win["ttft_p50_ms"].iloc[0] == pytest.approx(400.0) and np.isnan(win["ttft_p50_ms"].iloc[1])
     assert list(win["itl_p50_ms"].fillna(-1)) == [200.0, -1, -1]
     assert list(win["goodput_rps"]) == [1.0, 0.0, 0.0]
+
+
+def test_the_pareto_front_keeps_runs_no_other_beats_on_both_axes() -> None:
+    """(tokens/s, latency): the second is beaten by the third on both; the rest trade off."""
+    points = [(100.0, 10.0), (150.0, 30.0), (200.0, 20.0), (300.0, 50.0), (300.0, 60.0)]
+    assert pareto_front(points) == [0, 2, 3]

@@ -130,6 +130,10 @@ def test_goodput_and_token_thresholds_decide_the_exit_code(tmp_path: Path) -> No
     assert good["goodput"]["fraction"] == 1.0 and good["goodput"]["requests"] == good["requests"]
     assert all(t["passed"] for t in good["thresholds"])
     assert bad["goodput"]["fraction"] == 0.0 and not bad["thresholds"][0]["passed"]
+    compared = harness("compare", str(tmp_path / "run"), str(tmp_path / "bad"), "--out", str(tmp_path / "cmp.html"))
+    assert compared.returncode == 0, compared.stdout + compared.stderr
+    page = (tmp_path / "cmp.html").read_text()
+    assert 'alt="token Pareto" src="data:image/png' in page and "goodput (req/s meeting every SLO)" in page
 
 
 def test_a_server_without_a_model_list_needs_target_model(tmp_path: Path) -> None:
