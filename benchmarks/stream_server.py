@@ -14,8 +14,9 @@ once), so a client's ceiling measured against it is the client's, not this serve
 Under load the server can fall behind that schedule, so the truth is what it did, not what it was
 asked: GET /stats returns the percentiles of its own record (time from a request read to its
 first token written, and every gap between consecutive tokens written), taken with
-time.monotonic() right after each write reached the socket. A client's figures are checked
-against those. A request sent with an `X-Request-ID` header has its token write times kept under
+time.monotonic() as each token is written. A client's figures are checked
+against those (each stamp is taken just before the write, so no client can see a token earlier).
+A request sent with an `X-Request-ID` header has its token write times kept under
 that id (GET /stats/writes: {id: [monotonic seconds, ...]}, this machine's clock), so a client
 can pair each of its requests with what the server did for it.
 
@@ -182,9 +183,14 @@ class StreamServer:
                      + (b"Transfer-Encoding: chunked\r\n\r\n" if chunked else b"Connection: close\r\n\r\n"))
         await writer.drain()
 
-        async def send(payload: bytes) -> None:
-            writer.write(b"%x\r\n%s\r\n" % (len(payload), payload) if chunked else payload)
+        async def send(payload: bytes) -> float:
+            """Write, and return the time just before the bytes went to the kernel: a client cannot
+            have them earlier, so the record is a lower bound of each token's arrival."""
+            data = b"%x\r\n%s\r\n" % (len(payload), payload) if chunked else payload
+            sent = time.monotonic()
+            writer.write(data)
             await writer.drain()
+            return sent
 
         def event(doc: Any) -> bytes:
             return prefix + json.dumps(doc, separators=(",", ":")).encode() + end
@@ -222,8 +228,7 @@ class StreamServer:
                 return False
             if quirky and k % 2:
                 await send(b": keep-alive" + end)
-            await send(event(token_doc(k, "length" if k == tokens - 1 else None)))
-            now = time.monotonic()
+            now = await send(event(token_doc(k, "length" if k == tokens - 1 else None)))
             writes.append(now)
             record = self.record
             record.tokens += 1

@@ -38,6 +38,11 @@ class StreamServer:
         with urllib.request.urlopen(self.url + "/stats", timeout=5) as answer:
             return json.loads(answer.read())
 
+    def writes(self) -> dict[str, list[float]]:
+        """When the server wrote each token, by X-Request-ID (time.monotonic(), this machine's clock)."""
+        with urllib.request.urlopen(self.url + "/stats/writes", timeout=5) as answer:
+            return json.loads(answer.read())
+
     def close(self) -> None:
         self.proc.kill()
         self.proc.wait(timeout=10)
