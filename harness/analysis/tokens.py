@@ -98,25 +98,28 @@ def token_figures(streams: pd.DataFrame, samples: pd.DataFrame, seconds: float,
 
 
 def token_windows(streams: pd.DataFrame, until: float, width: float = 1.0,
-                  slo: dict[str, float | None] | None = None) -> pd.DataFrame:
-    """Per window [t, t + width) from 0 to `until`: TTFT and ITL p50/p99 (requests by intended
+                  slo: dict[str, float | None] | None = None, start: float = 0.0) -> pd.DataFrame:
+    """Per window [t, t + width) from `start` to `until`: TTFT and ITL p50/p95/p99 (requests by intended
     send time, their gaps with them), output tokens/s by arrival (each token chunk at the time it
     came, carrying its request's tokens ÷ chunks), successful streamed requests/s and, with
     objectives, goodput_rps."""
-    count = max(int(np.ceil(until / width)), 1)
-    t = np.arange(count) * width
-    requests = per_request(streams)
+    count = max(int(np.ceil((until - start) / width - 1e-9)), 1)
+    t = start + np.arange(count) * width
+    inside = (streams["intended"] >= start) & (streams["intended"] < start + count * width)
+    requests = per_request(streams[inside])
     ok = streams.loc[requests.index]
-    slot = np.clip((requests["intended"].to_numpy() // width).astype(np.int64), 0, count - 1)
+    slot = np.clip(((requests["intended"].to_numpy() - start) // width).astype(np.int64), 0, count - 1)
     out = pd.DataFrame({"t": t})
     ttft = requests["ttft_ms"].to_numpy()
     keep = np.isfinite(ttft)
-    out["ttft_p50_ms"], out["ttft_p99_ms"] = grouped_quantiles(slot[keep], ttft[keep], count, (0.5, 0.99))
+    out["ttft_p50_ms"], out["ttft_p95_ms"], out["ttft_p99_ms"] = grouped_quantiles(
+        slot[keep], ttft[keep], count, (0.5, 0.95, 0.99))
     gap_slot = np.repeat(slot, [len(g) for g in ok["gaps"]]) if len(ok) else np.zeros(0, dtype=np.int64)
     gaps = np.concatenate(list(ok["gaps"])) if len(ok) else np.zeros(0)
-    out["itl_p50_ms"], out["itl_p99_ms"] = grouped_quantiles(gap_slot, gaps, count, (0.5, 0.99))
+    out["itl_p50_ms"], out["itl_p95_ms"], out["itl_p99_ms"] = grouped_quantiles(gap_slot, gaps, count,
+                                                                                 (0.5, 0.95, 0.99))
     arrivals, weights = token_arrivals(ok)
-    counts, _ = np.histogram(arrivals, bins=np.append(t, count * width), weights=weights)
+    counts, _ = np.histogram(arrivals, bins=np.append(t, start + count * width), weights=weights)
     out["output_tokens_per_s"] = counts / width
     out["ok_streams_per_s"] = np.bincount(slot, minlength=count)[:count] / width
     if slo is not None:

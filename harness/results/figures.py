@@ -34,12 +34,14 @@ def _latency(name: str, key: str, label: str, window: bool = True) -> Figure:
 
 TOKEN_LATENCIES = {"ttft": "TTFT", "ttfc": "time to first content", "tpot": "TPOT", "itl": "ITL"}
 TOKEN_STATS = {"p50": "p50", "p90": "p90", "p95": "p95", "p99": "p99", "max": "max", "mean": "mean"}
+TOKEN_WINDOW_STATS = ("p50", "p95", "p99")  # per-window columns of analysis.tokens.token_windows
 
 
 def _token_latencies() -> list[Figure]:
     """`ttft_p99_ms` and the like: a generative run's token latencies (analysis.tokens)."""
     return [Figure(f"{kind}_{stat}_ms", f"tokens.{kind}_ms.{stat}", f"{label} {stat_label} (ms)",
-                   f"{kind} {stat_label} ms", "ms", "lower")
+                   f"{kind} {stat_label} ms", "ms", "lower",
+                   f"{kind}_{stat}_ms" if kind in ("ttft", "itl") and stat in TOKEN_WINDOW_STATS else None)
             for kind, label in TOKEN_LATENCIES.items() for stat, stat_label in TOKEN_STATS.items()]
 
 
@@ -64,7 +66,8 @@ FIGURES: dict[str, Figure] = {f.name: f for f in [
     Figure("req_per_cpu_s", None, "requests per server CPU-second", "req/cpu-s", "", "higher"),
     Figure("saturation_rps", None, "saturation req/s", "saturation", "req/s", "higher"),
     *_token_latencies(),
-    Figure("output_tokens_per_s", "tokens.output_tokens_per_s", "output tokens/s", "out tok/s", "tok/s", "higher"),
+    Figure("output_tokens_per_s", "tokens.output_tokens_per_s", "output tokens/s", "out tok/s", "tok/s", "higher",
+           "output_tokens_per_s", "mean"),
     Figure("input_tokens_per_s", "tokens.input_tokens_per_s", "input tokens/s", "in tok/s", "tok/s", "higher"),
     Figure("goodput_rps", "goodput.rps", "goodput (req/s meeting every SLO)", "goodput", "req/s", "higher"),
     Figure("goodput_fraction", "goodput.fraction", "share of requests meeting every SLO", "good share", "",

@@ -496,6 +496,12 @@ class Check(Strict):
     rps_may_fall: Fraction | None = Field(Fraction(0.05),
                                           description="how far successful req/s may fall (null = not judged)")
     error_rate_may_rise: float = Field(0.001, ge=0, le=1, description="absolute rise of the error rate allowed")
+    ttft_p95_may_rise: Fraction | None = Field(Fraction(0.10), description="generative runs: how far the TTFT "
+                                                                           "p95 may rise (null = not judged)")
+    itl_p50_may_rise: Fraction | None = Field(Fraction(0.10), description="generative runs: how far the ITL p50 "
+                                                                          "may rise (null = not judged)")
+    tokens_may_fall: Fraction | None = Field(Fraction(0.05), description="generative runs: how far output "
+                                                                         "tokens/s may fall (null = not judged)")
     confidence: float = Field(0.95, gt=0.5, lt=1, description="confidence of the bootstrap interval")
     window: Duration = Field(Duration(1.0), description="width of the windows the bootstrap resamples")
 

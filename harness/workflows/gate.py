@@ -13,19 +13,24 @@ import pandas as pd
 import yaml
 from pydantic import ValidationError
 
+from harness.analysis.tokens import token_windows
 from harness.analysis.windows import windows
 from harness.errors import EXIT_INVALID_RUN, EXIT_PASSED, EXIT_THRESHOLD_FAILED, UserError
 from harness.results import figures, layout
 from harness.results import summary as summary_mod
 from harness.results.samples import read_samples
 from harness.results.summary import Summary
+from harness.results.tokens import read_streams
 from harness.scenario.schema import Check, format_error
 
 BOOTSTRAP_RESAMPLES = 2000
 BUSY_MACHINE_POINTS = 25.0  # system CPU (all cores, %) this much above the baseline's: say so
 MIN_WINDOWS = 5  # fewer measured windows on a side than this: compare the stored figures instead
-# the `check:` tolerance prefix (p95 -> p95_may_rise) -> the figure it judges
-GATED = {"p50": "p50_ms", "p95": "p95_ms", "p99": "p99_ms", "rps": "ok_rps"}
+# the `check:` tolerance prefix (p95 -> p95_may_rise) -> the figure it judges; the token figures
+# only where both sides are generative runs (they have a `tokens` block)
+GATED = {"p50": "p50_ms", "p95": "p95_ms", "p99": "p99_ms", "rps": "ok_rps",
+         "ttft_p95": "ttft_p95_ms", "itl_p50": "itl_p50_ms", "tokens": "output_tokens_per_s"}
+TOKEN_GATED = ("ttft_p95", "itl_p50", "tokens")
 
 
 @dataclass
@@ -59,6 +64,10 @@ def load_side(paths: list[Path], width: float) -> Side:
             continue
         until, warmup = float(summary["duration_s"]), float(summary["warmup_s"])
         win = windows(df, width, until=until, start=warmup)
+        if summary.get("tokens"):
+            tokens = token_windows(read_streams(path), until, width, start=warmup)
+            for column in tokens.columns.drop("t"):
+                win[column] = tokens[column].to_numpy()[:len(win)] if len(tokens) >= len(win) else np.nan
         if runs is not None:
             runs.append(win[win["t"] + width <= until + 1e-9])
     if runs is not None and sum(len(w) for w in runs) < MIN_WINDOWS:
@@ -161,7 +170,10 @@ def judge(run: Side, base: Side, check: Check, factor: float | None = None) -> d
         notes.append(f"normalised by calibration: this machine is {factor:.3f}x as slow as the baseline's "
                      "(latency ratios divided, throughput ratios multiplied by it)")
     rows = []
+    generative = all(s.get("tokens") for s in run.summaries + base.summaries)
     for name, figure_name in GATED.items():
+        if name in TOKEN_GATED and not generative:
+            continue
         figure = figures.FIGURES[figure_name]
         bad = "rise" if figure.better == "lower" else "fall"
         column, key, statistic = figure.window or figure.name, figure.name, figure.statistic

@@ -191,3 +191,24 @@ def test_capacity_search_finds_the_highest_rate_meeting_a_goodput_slo(tmp_path: 
     assert result.returncode in (0, 1), result.stdout + result.stderr
     assert doc["capacity_rps"] is not None and 20 <= doc["capacity_rps"] < 4 / 0.045, doc["probes"]
     assert doc["first_failing_rps"] is not None and doc["first_failing_rps"] <= 4 / 0.045 * 1.6, doc["probes"]
+
+
+def test_the_regression_gate_judges_token_figures(tmp_path: Path) -> None:
+    """Baseline and run against the same server pass; a server whose first token comes 40 ms later
+    is a TTFT regression the gate names, with a bootstrap interval over half-second windows."""
+    def measured(name: str, ttft_ms: float) -> Path:
+        with StreamServer(ttft_ms=ttft_ms, itl_ms=5) as server:
+            run(tmp_path, scenario(tmp_path, server.url, seconds=3), name=name)
+        return tmp_path / name
+
+    base, same, slow = measured("base", 30), measured("same", 30), measured("slow", 70)
+    checks = ["--check", "window=0.5", "--check", "p95_may_rise=null", "--check", "rps_may_fall=null",
+              "--check", "itl_p50_may_rise=50%", "--check", "tokens_may_fall=null"]
+    passed = harness("check", str(same), "--baseline", str(base), *checks, "--json", str(tmp_path / "same.json"))
+    failed = harness("check", str(slow), "--baseline", str(base), *checks, "--json", str(tmp_path / "slow.json"))
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    verdict = json.loads((tmp_path / "slow.json").read_text())
+    ttft = next(row for row in verdict["metrics"] if row["metric"] == "ttft_p95")
+    assert verdict["regressions"] == ["ttft_p95"] and ttft["method"].startswith("bootstrap")
+    assert ttft["ci_low"] > 1.5  # 70 ms against 30 ms, give or take the machine
