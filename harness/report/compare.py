@@ -79,6 +79,8 @@ def comparison_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per run; every numeric figure also as <figure>_delta and <figure>_ratio vs the first run."""
     frame = pd.DataFrame(rows)
     for column in [f.name for f in MAIN + OTHER]:
+        if column not in frame:  # a figure none of the rows has (token figures of plain runs)
+            frame[column] = float("nan")
         values = pd.to_numeric(frame[column], errors="coerce")
         base = values.iloc[0]
         frame[f"{column}_delta"] = values - base
