@@ -60,6 +60,7 @@ def build(run_dir: Path, *, meta: dict[str, Any], plan: LoadPlan, thresholds: li
     window = stats.measured(df, plan.warmup, until)
     measured_s = max(until - plan.warmup, 0.0)
     headline = stats.window_figures(window, measured_s)
+    streams = read_streams(run_dir) if (meta.get("target") or {}).get("api") else None
 
     stages = []
     for i, seg in enumerate(plan.segments):
@@ -70,7 +71,9 @@ def build(run_dir: Path, *, meta: dict[str, Any], plan: LoadPlan, thresholds: li
             continue
         part = df[(df["intended"] >= lo) & (df["intended"] < hi)]
         stages.append({"index": i, "description": plan.describe_stage(i), "start_s": lo, "end_s": hi,
-                       **stats.window_figures(part, hi - lo)})
+                       **stats.window_figures(part, hi - lo),
+                       **({} if streams is None else
+                          tokens.token_figures(stats.measured(streams, lo, hi), part, hi - lo, goodput))})
 
     verdict = validity.Verdict(reasons=list(reasons), notes=list(notes or []))
     validity.judge_generator_cpu(resources, plan.warmup, until, verdict)
@@ -91,7 +94,8 @@ def build(run_dir: Path, *, meta: dict[str, Any], plan: LoadPlan, thresholds: li
         "accounting": stats.accounting(df[df["intended"] < until]),
         "server_timing": stats.server_timing_split(window),
         **sent_figures(df[df["intended"] < until], window, measured_s, dataset_requests),
-        **generative_figures(run_dir, meta, window, plan.warmup, until, goodput),
+        **({} if streams is None else
+           tokens.token_figures(stats.measured(streams, plan.warmup, until), window, measured_s, goodput)),
         **resource_figures(resources, plan.warmup, until),
         "valid": verdict.valid,
         "invalid_reasons": verdict.reasons,
@@ -123,15 +127,6 @@ def sent_figures(run: pd.DataFrame, window: pd.DataFrame, measured_s: float,
                           "passes": round(sent / dataset_requests, 3),
                           "wraps": max(0, -(-sent // dataset_requests) - 1)}
     return out
-
-
-def generative_figures(run_dir: Path, meta: dict[str, Any], window: pd.DataFrame, warmup: float, until: float,
-                       goodput: dict[str, float | None] | None) -> dict[str, Any]:
-    """`tokens` and `goodput` of a generative run's measured window (nothing for other runs)."""
-    if not (meta.get("target") or {}).get("api"):
-        return {}
-    streams = stats.measured(read_streams(run_dir), warmup, until)
-    return tokens.token_figures(streams, window, max(until - warmup, 0.0), goodput)
 
 
 def exit_code(summary: Summary) -> int:

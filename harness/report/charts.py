@@ -415,3 +415,36 @@ def token_distribution_chart(ra: RunAnalysis) -> str | None:
     input_ax.set_ylabel("TTFT (ms)")
     input_ax.set_title("TTFT by input length (a dot per request)", loc="left")
     return png(fig)
+
+
+@STYLE
+def goodput_chart(ra: RunAnalysis) -> str | None:
+    """Goodput and successful streams against the offered load: a dot per measured second, a big
+    dot per stage (its mean offered load); where the two part, the server stops meeting its SLOs."""
+    if ra.tokens is None or "goodput_rps" not in ra.tokens.win or ra.win["offered"].isna().all():
+        return None
+    n = min(len(ra.win), len(ra.tokens.win))
+    win, tok = ra.win.iloc[:n], ra.tokens.win.iloc[:n]
+    inside = ((win["t"] >= ra.warmup) & (win["t"] < ra.until)).to_numpy()
+    offered = win["offered"].to_numpy()[inside]
+    fig = new_figure(4.4)
+    ax = fig.subplots()
+    ax.scatter(offered, tok["ok_streams_per_s"].to_numpy()[inside], s=8, alpha=0.35, color="#8250df")
+    ax.scatter(offered, tok["goodput_rps"].to_numpy()[inside], s=8, alpha=0.35, color="#bf8700")
+    stages = []
+    for st in ra.summary["stages"]:
+        seconds = (win["t"] >= st["start_s"]) & (win["t"] < st["end_s"])
+        if seconds.any() and st.get("goodput"):
+            stages.append((float(win.loc[seconds, "offered"].mean()), st["ok_rps"] or 0.0, st["goodput"]["rps"] or 0.0))
+    if stages:
+        xs, ok, good = zip(*sorted(stages))
+        ax.plot(xs, ok, "o-", ms=7, color="#8250df", label="successful streams/s (big dots: stages)")
+        ax.plot(xs, good, "o-", ms=7, color="#bf8700", label="goodput: streams/s meeting every SLO")
+    ax.set_xlabel(f"offered load ({ra.unit})")
+    ax.set_ylabel("streams / second")
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    slo = ", ".join(f"{k} <= {v:g}" for k, v in ((ra.summary.get("goodput") or {}).get("slo") or {}).items())
+    ax.set_title(f"Goodput against the offered load ({slo}); small dots are seconds", loc="left")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return png(fig)

@@ -186,7 +186,8 @@ def tokens_section(ra: RunAnalysis) -> str:
             "benchmarks/benchmark_serving.py'>vLLM's serving benchmark</a>; every time from the intended send.</p>"
             + table(["ms", "p50", "p90", "p95", "p99", "max", "mean"], rows, numeric_from=1)
             + image(charts.token_timing_chart(ra), "token timing over time")
-            + image(charts.token_distribution_chart(ra), "token latency distributions"))
+            + image(charts.token_distribution_chart(ra), "token latency distributions")
+            + (image(charts.goodput_chart(ra), "goodput against offered load") if good else ""))
 
 
 def render(ra: RunAnalysis) -> str:
