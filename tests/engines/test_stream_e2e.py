@@ -213,3 +213,19 @@ def test_the_regression_gate_judges_token_figures(tmp_path: Path) -> None:
     ttft = next(row for row in verdict["metrics"] if row["metric"] == "ttft_p95")
     assert verdict["regressions"] == ["ttft_p95"] and ttft["method"].startswith("bootstrap")
     assert ttft["ci_low"] > 1.5  # 70 ms against 30 ms, give or take the machine
+
+
+def test_each_stage_has_its_goodput_and_the_report_charts_it_against_the_offered_load(tmp_path: Path) -> None:
+    """A server of 4 slots (about 89 streams/s) offered 20, then 120 streams/s: beyond its limit the
+    queue grows, so the second stage's share meeting TTFT <= 100 ms falls below the first's."""
+    with StreamServer(ttft_ms=10, itl_ms=5, slots=4) as server:
+        path = tmp_path / "stages.yaml"
+        path.write_text(f"name: stages\ntarget: {{url: \"{server.url}\", api: openai-chat, timeout: 5s, "
+                        f"prompts: {{output_tokens: {{mean: {TOKENS}}}}}}}\n"
+                        "load: {model: open, start: 20, max_in_flight: 256, stages: [{duration: 2s, target: 20}, "
+                        "{duration: 0s, target: 120}, {duration: 2s, target: 120}]}\ngoodput: {ttft_ms: 100}\n")
+        summary, out = run(tmp_path, path)
+    first, last = summary["stages"][0], summary["stages"][-1]
+    assert first["tokens"]["output_tokens"] == TOKENS * first["ok"]
+    assert last["goodput"]["fraction"] < first["goodput"]["fraction"], summary["stages"]
+    assert 'alt="goodput against offered load" src="data:image/png' in (out / "report.html").read_text()
