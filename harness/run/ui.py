@@ -22,6 +22,7 @@ from harness.results import layout
 from harness.results import summary as summary_mod
 from harness.results.samples import read_samples
 from harness.results.summary import Summary
+from harness.run.models import discover_model
 from harness.run.runner import Interrupted, stop_signals
 from harness.run.target import SystemUnderTest
 from harness.scenario.payload import bodies
@@ -87,8 +88,12 @@ def serve_ui(scenario: Scenario, scenario_path: Path, run_dir: Path, *, web_host
     with stop_signals(on_signal):
         try:
             address = target.start()
-            doc = plan_document(scenario, plan_from_scenario(scenario), bodies(scenario, scenario_path.parent),
-                                target.headers, run_dir, mode="ui", tls=address.tls)
+            model = scenario.target.model
+            if scenario.target.api is not None and model is None:
+                model = discover_model(address, target.headers, timeout=scenario.target.timeout)
+                print(f"model: {model} (the first of GET /v1/models)", flush=True)
+            doc = plan_document(scenario, plan_from_scenario(scenario), bodies(scenario, scenario_path.parent, model),
+                                target.headers, run_dir, mode="ui", tls=address.tls, model=model)
             processes = LocustProcesses(run_dir, doc, address.url, workers,
                                         ["--web-host", web_host, "--web-port", str(web_port)])
             processes.start()
@@ -127,10 +132,11 @@ def write_ui_summary(scenario: Scenario, scenario_path: Path, run_dir: Path) -> 
             "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "engine": "locust-ui", "load_model": "closed", "arrival": None, "generator_processes": 1,
             "target": {"url": None, "bundled": scenario.target.url is None, "endpoint": scenario.target.endpoint,
+                       "api": scenario.target.api, "model": scenario.target.model,
                        "server": None, "server_settings": None}}
     result = summarize.build(run_dir, meta=run_meta, plan=plan, thresholds=scenario.parsed_thresholds,
                              max_in_flight=scenario.load.max_in_flight, stopped_at=span, interrupted=False,
-                             reasons=[])
+                             reasons=[], goodput=scenario.goodput.model_dump() if scenario.goodput else None)
     for stage in result["stages"]:
         stage["description"] = "users set in the web UI"
     summary_mod.write(run_dir, result)

@@ -3,13 +3,17 @@ server of benchmarks/ (a real process), over HTTP and HTTPS, with every fault it
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import requests
 
 from harness.results.tokens import read_streams
-from tests.support.cli import assert_exit, harness
+from tests.support.cli import HarnessProcess, assert_exit, harness, wait_until
 from tests.support.rawserver import RawServer, read_request
 from tests.support.streaming import StreamServer
 from tests.support.tls_server import Pki
@@ -89,13 +93,15 @@ def test_https_streams_and_an_unstreamed_answer(tmp_path: Path) -> None:
     assert tokens["itl_ms"]["p50"] is None
 
 
-@pytest.mark.parametrize("engine", ["threadpool", "locust"])
-@pytest.mark.parametrize(("fault", "kind", "message"), [
-    ("cut", "closed", None),
-    ("malformed", "protocol", "not JSON"),
-    ("hang", "timeout", None),
-    ("error-status", "http", "HTTP 400: max_tokens is too large for this model"),
-    ("error-event", "http", "the engine ran out of KV cache"),
+@pytest.mark.parametrize(("fault", "kind", "message", "engine"), [
+    ("cut", "closed", None, "threadpool"),
+    ("cut", "closed", None, "locust"),
+    ("malformed", "protocol", "not JSON", "threadpool"),
+    ("malformed", "protocol", "not JSON", "locust"),
+    ("hang", "timeout", None, "threadpool"),
+    ("error-status", "http", "HTTP 400: max_tokens is too large for this model", "threadpool"),
+    ("error-status", "http", "HTTP 400: max_tokens is too large for this model", "locust"),
+    ("error-event", "http", "the engine ran out of KV cache", "threadpool"),
 ])
 def test_faults_are_errors_of_their_kind_with_what_was_received(tmp_path: Path, fault: str, kind: str,
                                                                 message: str | None, engine: str) -> None:
@@ -111,8 +117,8 @@ def test_faults_are_errors_of_their_kind_with_what_was_received(tmp_path: Path, 
         assert (streams["output_tokens"] == TOKENS // 2).all()
 
 
-@pytest.mark.parametrize("engine", ["threadpool", "locust"])
-@pytest.mark.parametrize("fault", ["quirky", "no-usage", "close"])
+@pytest.mark.parametrize(("fault", "engine"), [("quirky", "threadpool"), ("quirky", "locust"),
+                                             ("no-usage", "threadpool"), ("close", "threadpool")])
 def test_real_servers_variations_are_successes(tmp_path: Path, fault: str, engine: str) -> None:
     """No space after `data:`, CRLF, comments and no [DONE]; no usage chunk (tokens counted by chunks,
     said on the console); a body that ends when the connection closes."""
@@ -182,7 +188,7 @@ def test_capacity_search_finds_the_highest_rate_meeting_a_goodput_slo(tmp_path: 
     with StreamServer(ttft_ms=10, itl_ms=5, slots=4) as server:
         path = scenario(tmp_path, server.url, extra=(
             "goodput: {ttft_ms: 100}\ncapacity: {slo: [goodput_fraction >= 0.9], start: 20, max_rate: 400, "
-            "precision: 0.25, probe: 2s, warmup: 1s}\n"))
+            "precision: 0.25, probe: 1.5s, warmup: 0.5s}\n"))
         text = path.read_text().replace("load: {start: 4, stages: [{duration: 2s, target: 4}]}",
                                         "load: {model: open, stages: [{duration: 2s, target: 1}], max_in_flight: 256}")
         path.write_text(text)
@@ -196,14 +202,14 @@ def test_capacity_search_finds_the_highest_rate_meeting_a_goodput_slo(tmp_path: 
 
 def test_the_regression_gate_judges_token_figures(tmp_path: Path) -> None:
     """Baseline and run against the same server pass; a server whose first token comes 40 ms later
-    is a TTFT regression the gate names, with a bootstrap interval over half-second windows."""
+    is a TTFT regression the gate names, with a bootstrap interval over quarter-second windows."""
     def measured(name: str, ttft_ms: float) -> Path:
         with StreamServer(ttft_ms=ttft_ms, itl_ms=5) as server:
-            run(tmp_path, scenario(tmp_path, server.url, seconds=3), name=name)
+            run(tmp_path, scenario(tmp_path, server.url, seconds=2), name=name)
         return tmp_path / name
 
     base, same, slow = measured("base", 30), measured("same", 30), measured("slow", 70)
-    checks = ["--check", "window=0.5", "--check", "p95_may_rise=null", "--check", "rps_may_fall=null",
+    checks = ["--check", "window=0.25", "--check", "p95_may_rise=null", "--check", "rps_may_fall=null",
               "--check", "itl_p50_may_rise=50%", "--check", "tokens_may_fall=null"]
     passed = harness("check", str(same), "--baseline", str(base), *checks, "--json", str(tmp_path / "same.json"))
     failed = harness("check", str(slow), "--baseline", str(base), *checks, "--json", str(tmp_path / "slow.json"))
@@ -229,3 +235,25 @@ def test_each_stage_has_its_goodput_and_the_report_charts_it_against_the_offered
     assert first["tokens"]["output_tokens"] == TOKENS * first["ok"]
     assert last["goodput"]["fraction"] < first["goodput"]["fraction"], summary["stages"]
     assert 'alt="goodput against offered load" src="data:image/png' in (out / "report.html").read_text()
+
+
+def test_the_web_ui_streams_with_the_listed_model(tmp_path: Path) -> None:
+    """`harness ui` on a generative scenario: the model comes from GET /v1/models, a swarm started
+    through the UI's API streams, and the summary written on Ctrl-C has the token figures."""
+    out = tmp_path / "ui-run"
+    env = {**os.environ, "HARNESS_WEB_AUTH": "tester:s3cret"}
+    login = ("tester", "s3cret")
+    with StreamServer(ttft_ms=10, itl_ms=5) as server:
+        path = scenario(tmp_path, server.url)
+        with HarnessProcess("ui", str(path), "--out", str(out), env=env) as proc:
+            found = wait_until(lambda: re.search(r"Locust web UI: (http://127\.0\.0\.1:\d+)", proc.stdout), 90,
+                               "the UI address", proc=proc)
+            ui = found.group(1)
+            assert "model: fixed-timing" in proc.stdout
+            swarm = {"user_count": 2, "spawn_rate": 10, "host": server.url}
+            assert requests.post(ui + "/swarm", data=swarm, auth=login, timeout=5).json()["success"]
+            wait_until(lambda: server.stats()["tokens"] >= 10 * TOKENS, 30, "tokens to stream", proc=proc, poll=0.3)
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(60) == 0, proc.output_tail()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tokens"]["output_tokens"] >= 10 * TOKENS and summary["tokens"]["counted_by"] == "usage"
