@@ -9,8 +9,8 @@ first content token, `finish_reason`, the `usage` chunk (often with empty `choic
 `:` keep-alive comments, `event:`/`id:` lines and a missing `[DONE]` are all accepted. Data
 that is not JSON is a `protocol` error, raised from `append` so the request ends at once.
 
-A response with an HTTP error status, or a non-streamed completion (`stream: false`), is kept
-whole (up to KEEP_BYTES) and read at the end instead.
+A response with an HTTP error status, or a non-streamed completion (`stream: false`, or a JSON
+answer from a server that does not stream), is kept whole (up to KEEP_BYTES) and read at the end.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class OpenAIStream:
 
     __slots__ = ("streamed", "status", "first_byte", "first_token", "first_content", "last_token", "chunks",
                  "gaps", "output_tokens", "input_tokens", "finish_reason", "done", "message", "events",
-                 "_line", "_data", "_kept")
+                 "_line", "_data", "_kept", "_fresh")
 
     def __init__(self, streamed: bool = True) -> None:
         self.streamed = streamed  # False: one JSON body (stream: false), read by finish()
@@ -52,6 +52,7 @@ class OpenAIStream:
         self._line = b""  # an incomplete line carried to the next piece
         self._data: list[bytes] = []  # the data lines of the event being read
         self._kept: list[bytes] | None = None  # the whole body (error status or non-streamed)
+        self._fresh = True  # no body byte seen yet
 
     # the client's side: the sink protocol (harness.engines.http_client.BodySink) ----------------
     def head(self, status: int) -> None:
@@ -61,6 +62,10 @@ class OpenAIStream:
 
     def append(self, piece: bytes) -> None:
         kept = self._kept
+        if self._fresh:
+            self._fresh = False
+            if kept is None and piece.lstrip()[:1] == b"{":  # one JSON answer although a stream was asked for
+                kept = self._kept = []
         if kept is not None:
             if sum(map(len, kept)) < KEEP_BYTES:
                 kept.append(piece)

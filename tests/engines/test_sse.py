@@ -161,3 +161,11 @@ def test_the_client_hands_each_chunk_to_the_sink_as_it_arrives() -> None:
         with pytest.raises(RequestFailed) as failed:
             Connection("127.0.0.1", server.port).request(raw, 5.0, sink=stream)
         assert failed.value.kind == CLOSED and stream.tokens == 4
+
+
+def test_a_server_that_does_not_stream_is_read_as_one_answer() -> None:
+    """Asked for a stream, some servers answer one JSON completion: it is read whole, not as SSE."""
+    body = json.dumps({"choices": [{"text": "hi", "finish_reason": "length"}],
+                       "usage": {"prompt_tokens": 2, "completion_tokens": 5}}).encode()
+    s = read(body, [b"  " + body[:7], body[7:]], streamed=True)
+    assert (s.tokens, s.counted_by, s.finish_reason, s.complete, s.events) == (5, USAGE, "length", True, 0)
