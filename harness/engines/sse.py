@@ -103,13 +103,7 @@ class OpenAIStream:
         if data.strip() == b"[DONE]":
             self.done = True
             return
-        try:
-            doc = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise RequestFailed(PROTOCOL, f"SSE data is not JSON: {data[:80]!r}") from None
-        if not isinstance(doc, dict):
-            raise RequestFailed(PROTOCOL, f"SSE data is not a JSON object: {data[:80]!r}")
-        self._chunk(doc, now)
+        self._chunk(_json_object(data, "SSE data"), now)
 
     def _chunk(self, doc: dict[str, Any], now: float) -> None:
         """One parsed chunk (or a whole non-streamed completion, with `now` its arrival)."""
@@ -162,13 +156,7 @@ class OpenAIStream:
             if self.status >= 400:
                 self.message = _body_message(body, self.status)
                 return self.message
-            try:
-                doc = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                raise RequestFailed(PROTOCOL, f"a completion that is not JSON: {body[:80]!r}") from None
-            if not isinstance(doc, dict):
-                raise RequestFailed(PROTOCOL, f"a completion that is not a JSON object: {body[:80]!r}")
-            self._chunk(doc, end)
+            self._chunk(_json_object(body, "a completion"), end)
             return self.message
         if self._line:  # the last line had no line end
             self._field(self._line, end)
@@ -190,6 +178,17 @@ class OpenAIStream:
     @property
     def counted_by(self) -> str:
         return USAGE if self.output_tokens is not None else CHUNKS
+
+
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    """`data` as a JSON object; anything else is a protocol error naming `what` it was."""
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise RequestFailed(PROTOCOL, f"{what} is not JSON: {data[:80]!r}") from None
+    if not isinstance(doc, dict):
+        raise RequestFailed(PROTOCOL, f"{what} is not a JSON object: {data[:80]!r}")
+    return doc
 
 
 def _error_message(error: Any) -> str:

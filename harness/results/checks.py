@@ -7,7 +7,6 @@ file is made at the first failure, so a run whose checks all passed has none.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,25 +23,14 @@ def format_entry(row: int, reason: str) -> str:
     return f'{row},"{text}"\n'
 
 
-class CheckLog:
+class CheckLog(layout.SideFile):
     """Appends entries to one checks file (made on the first write)."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
+        super().__init__(path, HEADER)
 
     def write(self, entries: list[tuple[int, str]]) -> None:
-        if not entries:
-            return
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            os.write(self._fd, HEADER.encode())
-        os.write(self._fd, "".join(format_entry(row, reason) for row, reason in entries).encode())
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self.write_text("".join(format_entry(row, reason) for row, reason in entries))
 
 
 def read_checks(run_dir: Path | str) -> pd.DataFrame:

@@ -165,3 +165,26 @@ def log_tail(path: Path | str, lines: int = 15, indent: str = "    ") -> str:
     except OSError:
         return ""
     return "\n".join(indent + line for line in text[-lines:])
+
+
+class SideFile:
+    """An append-only CSV side file of a sample file (checks, tokens), made with its header on the
+    first write, so a run with nothing to say in it has none."""
+
+    def __init__(self, path: Path, header: str) -> None:
+        self.path = path
+        self.header = header
+        self._fd: int | None = None
+
+    def write_text(self, text: str) -> None:
+        if not text:
+            return
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.write(self._fd, self.header.encode())
+        os.write(self._fd, text.encode())
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

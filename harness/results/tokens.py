@@ -11,7 +11,6 @@ space-separated, so inter-token latency percentiles are exact over all gaps of a
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -73,29 +72,18 @@ def _cell(text: str | None) -> str:
     return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"') else text
 
 
-class TokenLog:
+class TokenLog(layout.SideFile):
     """Appends entries to one tokens file (made on the first write)."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
+        super().__init__(path, HEADER)
 
     def write(self, entries: list[tuple[int, TokenRecord, float]]) -> None:
         self.write_lines([(row, format_fields(record, t0)) for row, record, t0 in entries])
 
     def write_lines(self, entries: list[tuple[int, str]]) -> None:
         """Entries already formatted (format_fields), each with its row number."""
-        if not entries:
-            return
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            os.write(self._fd, HEADER.encode())
-        os.write(self._fd, "".join(f"{row},{fields}" for row, fields in entries).encode())
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self.write_text("".join(f"{row},{fields}" for row, fields in entries))
 
 
 def read_tokens_file(path: Path) -> pd.DataFrame:
