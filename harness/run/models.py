@@ -1,13 +1,26 @@
 """Which model a generative run asks for: `target.model`, or the first one the server lists."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import orjson
 
 from harness.engines.http_client import RequestFailed, request_bytes
 from harness.errors import TargetUnusable
 from harness.run.target import Address
+from harness.scenario.schema import Target
 
 MODELS_PATH = "/v1/models"
+
+
+def run_model(target: Target, address: Address, headers: dict[str, str], say: Callable[[str], None]) -> str | None:
+    """A generative run's model: target.model, or the first GET /v1/models lists (said once);
+    None for other runs."""
+    if target.api is None or target.model is not None:
+        return target.model
+    model = discover_model(address, headers, timeout=target.timeout)
+    say(f"model: {model} (the first of GET /v1/models; set target.model for another)")
+    return model
 
 
 def discover_model(address: Address, headers: dict[str, str], timeout: float = 10.0) -> str:

@@ -42,7 +42,7 @@ def rebuild_summary(run_dir: Path) -> Summary:
                              thresholds=scenario.parsed_thresholds, max_in_flight=scenario.load.max_in_flight,
                              stopped_at=float(df["intended"].max()), interrupted=True, reasons=[],
                              notes=[KILLED_NOTE],
-                             goodput=scenario.goodput.model_dump() if scenario.goodput else None)
+                             goodput=scenario.goodput_slo)
     if environment is not None:  # the machine of the run, not of the report
         result["environment"] = environment
     summary_mod.write(run_dir, result)

@@ -21,7 +21,7 @@ from harness.errors import EXIT_INTERRUPTED
 from harness.results import layout, meta
 from harness.results import summary as summary_mod
 from harness.results.summary import RunResult
-from harness.run.models import discover_model
+from harness.run.models import run_model
 from harness.run.monitor import ResourceMonitor, children_of
 from harness.run.progress import Progress
 from harness.run.scrape import MetricsScraper
@@ -107,7 +107,7 @@ class Run:
         scenario, plan = self.scenario, self.plan
         address = self.target.start()
         headers = self.target.headers
-        model = self._model(address, headers)
+        model = run_model(self.scenario.target, address, headers, self.say)
         run_meta = self._meta(address, model)
         meta.write_meta(self.run_dir, run_meta)
         engine = create(EngineContext(scenario, plan, bodies(scenario, self.base_dir, model), headers, address.host,
@@ -152,18 +152,9 @@ class Run:
                                  interrupted=self.interrupted, reasons=self.failures, notes=self.notes,
                                  dataset_requests=dataset.check(scenario.target.dataset.path)
                                  if scenario.target.dataset else None,
-                                 goodput=scenario.goodput.model_dump() if scenario.goodput else None)
+                                 goodput=scenario.goodput_slo)
         summary_mod.write(self.run_dir, result)
         return RunResult(result["exit_code"], result)
-
-    def _model(self, address: Address, headers: dict[str, str]) -> str | None:
-        """A generative run's model: target.model, or the first GET /v1/models lists (said once)."""
-        target = self.scenario.target
-        if target.api is None or target.model is not None:
-            return target.model
-        model = discover_model(address, headers, timeout=target.timeout)
-        self.say(f"model: {model} (the first of GET /v1/models; set target.model for another)")
-        return model
 
     def _meta(self, address: Address, model: str | None) -> dict[str, Any]:
         """What summary.json says about the run besides its figures (also kept in run.json)."""

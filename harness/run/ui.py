@@ -22,7 +22,7 @@ from harness.results import layout
 from harness.results import summary as summary_mod
 from harness.results.samples import read_samples
 from harness.results.summary import Summary
-from harness.run.models import discover_model
+from harness.run.models import run_model
 from harness.run.runner import Interrupted, stop_signals
 from harness.run.target import SystemUnderTest
 from harness.scenario.payload import bodies
@@ -88,10 +88,7 @@ def serve_ui(scenario: Scenario, scenario_path: Path, run_dir: Path, *, web_host
     with stop_signals(on_signal):
         try:
             address = target.start()
-            model = scenario.target.model
-            if scenario.target.api is not None and model is None:
-                model = discover_model(address, target.headers, timeout=scenario.target.timeout)
-                print(f"model: {model} (the first of GET /v1/models)", flush=True)
+            model = run_model(scenario.target, address, target.headers, lambda text: print(text, flush=True))
             doc = plan_document(scenario, plan_from_scenario(scenario), bodies(scenario, scenario_path.parent, model),
                                 target.headers, run_dir, mode="ui", tls=address.tls, model=model)
             processes = LocustProcesses(run_dir, doc, address.url, workers,
@@ -136,7 +133,7 @@ def write_ui_summary(scenario: Scenario, scenario_path: Path, run_dir: Path) -> 
                        "server": None, "server_settings": None}}
     result = summarize.build(run_dir, meta=run_meta, plan=plan, thresholds=scenario.parsed_thresholds,
                              max_in_flight=scenario.load.max_in_flight, stopped_at=span, interrupted=False,
-                             reasons=[], goodput=scenario.goodput.model_dump() if scenario.goodput else None)
+                             reasons=[], goodput=scenario.goodput_slo)
     for stage in result["stages"]:
         stage["description"] = "users set in the web UI"
     summary_mod.write(run_dir, result)

@@ -620,6 +620,11 @@ class Scenario(Strict):
         return self
 
     @property
+    def goodput_slo(self) -> dict[str, float | None] | None:
+        """The goodput objectives as plain data for the analysis (None without them)."""
+        return self.goodput.model_dump() if self.goodput is not None else None
+
+    @property
     def parsed_thresholds(self) -> list[Threshold]:
         return [parse_threshold(t) for t in self.thresholds]
 
