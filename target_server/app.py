@@ -14,7 +14,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from target_server import metrics, readiness
-from target_server.config import ServerConfig
+from target_server.config import GENERATIVE, ServerConfig
 from target_server.inference import Forward, make_strategy
 from target_server.models import REGISTRY, build_model, warm_up
 from target_server.requestlog import RequestIdWSGI
@@ -28,6 +28,8 @@ def json_response(payload: object, status: int = 200, headers: dict[str, str] | 
 
 def create_app(config: ServerConfig | None = None) -> Flask:
     config = config or ServerConfig()
+    if config.model == GENERATIVE:
+        return create_generative_app(config)
     service = build_service(config, logging.getLogger("target_server"))
 
     app = Flask("target_server")
@@ -36,6 +38,48 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     _register_errors(app)
     _register_auth(app, config)
     _register_routes(app, service)
+    readiness.mark_ready()
+    return app
+
+
+def create_generative_app(config: ServerConfig) -> Flask:
+    """tinylm's app: the OpenAI endpoints (generative.service), health, /metrics and the index."""
+    from target_server.generative.service import GenerativeRoutes, GenerativeService
+
+    service = GenerativeService(config, logging.getLogger("target_server"))
+    app = Flask("target_server")
+    app.extensions["target_server"] = {"config": config, "strategy": service.strategy, "service": service}
+    _register_errors(app)
+    _register_auth(app, config)
+    app.add_url_rule("/v1/completions", "completions", methods=["POST"])
+    app.add_url_rule("/v1/chat/completions", "chat_completions", methods=["POST"])
+    app.wsgi_app = GenerativeRoutes(app.wsgi_app, service)  # type: ignore[method-assign]
+    app.wsgi_app = RequestIdWSGI(app.wsgi_app, log=config.access_log)  # type: ignore[method-assign]
+
+    @app.get("/v1/models")
+    def models() -> Response:
+        return json_response(service.models())
+
+    @app.get("/v2/health/live")
+    def live() -> Response:
+        return Response(status=200)
+
+    @app.get("/v2/health/ready")
+    def ready() -> Response:
+        count = readiness.ready_workers()
+        return Response(status=200 if count is None or count >= config.workers else 503)
+
+    @app.get("/metrics")
+    def metrics_endpoint() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, content_type=content_type)
+
+    @app.get("/")
+    def index() -> Response:
+        return json_response({"message": "target_server: POST /v1/completions or /v1/chat/completions "
+                                         "(OpenAI-compatible, streaming with \"stream\": true)",
+                              "model": "tinylm", "settings": config.describe()})
+
     readiness.mark_ready()
     return app
 

@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-MODEL_NAMES = ("linear", "mlp", "sleep", "noop")
+MODEL_NAMES = ("linear", "mlp", "sleep", "noop", "tinylm")
+GENERATIVE = "tinylm"  # served on the OpenAI endpoints, not /predict
 WORKER_CLASSES = ("sync", "gthread")
 LOCK_MODES = ("none", "global")
 FRAMEWORKS = ("flask", "fastapi")
@@ -70,7 +71,8 @@ class ServerConfig:
                                      "gthread: threads + keep-alive", choices=WORKER_CLASSES)
     threads: int = knob(1, "threads per worker (gthread; fastapi: threads running forwards)", minimum=1)
     lock: str = knob("none", "global: the article's threading.Lock around every forward", choices=LOCK_MODES)
-    max_batch: int = knob(1, "dynamic batching: rows per forward (1 = off; needs gthread)", minimum=1)
+    max_batch: int = knob(1, "dynamic batching: rows per forward (1 = off; needs gthread); tinylm: sequences "
+                             "advanced together by each decode step (continuous batching)", minimum=1)
     max_wait_ms: float = knob(2.0, "longest wait for batch-mates that are already arriving", minimum=0)
     queue_limit: int = knob(256, "requests waiting in a worker's batcher before 503", minimum=1)
     torch_threads: int | None = knob(None, "torch intra-op threads per worker (default: cores // workers)",
@@ -83,6 +85,8 @@ class ServerConfig:
     request_timeout_s: float = knob(10.0, "longest wait in the batch queue before 503", minimum=0)
     keepalive_s: int = knob(5, "idle keep-alive (gthread)", minimum=0)
     backlog: int = knob(2048, "listen backlog", minimum=1, scenario=False)
+    prefill_chunk: int = knob(64, "tinylm: prompt tokens prefilled per step, so a long prompt stalls running "
+                                  "streams for one chunk's time only", minimum=1)
     weights: str | None = knob(None, "state_dict or bundle file (linear, mlp)")
     sleep_ms: float = knob(20.0, "forward time of the sleep model", minimum=0)
     auth_token: str | None = field(default=None, repr=False, metadata={
@@ -151,6 +155,8 @@ class ServerConfig:
             out.append("keyfile: give certfile and keyfile together (or neither, for a self-signed certificate)")
         if self.batching and self.lock == "global":
             out.append("lock: the batcher already serialises forwards; use lock none with max_batch > 1")
+        if self.model == GENERATIVE:
+            out += self._generative_problems()
         if self.framework == "fastapi":
             return out  # one event loop per worker: the WSGI worker rules below do not apply
         if self.worker_class == "sync" and self.threads > 1:
@@ -161,6 +167,17 @@ class ServerConfig:
                        "use worker_class gthread with threads >= 2")
         return out
 
+    def _generative_problems(self) -> list[str]:
+        out = []
+        if self.framework != "flask":
+            out.append("framework: tinylm is served by the flask web layer only")
+        if self.weights:
+            out.append("weights: tinylm's weights are seeded at start; it loads no file")
+        if self.batching and self.threads < self.max_batch:
+            out.append(f"threads: each tinylm stream holds a thread; use threads >= max_batch ({self.max_batch}) "
+                       "so the batch can fill")
+        return out
+
     def describe(self) -> str:
         """One line for logs and report labels."""
         web = f"class={self.worker_class}" if self.framework == "flask" else "framework=fastapi"
@@ -169,6 +186,8 @@ class ServerConfig:
                  f"torch_threads={self.resolved_torch_threads}"]
         if self.batching:
             parts.append(f"max_batch={self.max_batch} max_wait_ms={self.max_wait_ms:g}")
+        if self.model == GENERATIVE:
+            parts.append(f"prefill_chunk={self.prefill_chunk}")
         if self.model == "sleep":
             parts.append(f"sleep_ms={self.sleep_ms:g}")
         if self.tls:

@@ -105,3 +105,14 @@ def observe(endpoint: str, status: int, total_s: float, queue_s: float | None = 
         COMPUTE_SECONDS.observe(infer_s)
     if batch_rows is not None:
         BATCH_ROWS.observe(batch_rows)
+
+# tinylm (--model tinylm): the OpenAI endpoints' token timing, as the harness measures it client-side.
+TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+GEN_TTFT = Histogram("generation_time_to_first_token_seconds",
+                     "From the request's arrival to its first token (queue and prefill)", buckets=TOKEN_BUCKETS)
+GEN_ITL = Histogram("generation_inter_token_seconds", "Gap between two tokens of one stream, as handed out",
+                    buckets=TOKEN_BUCKETS)
+GEN_TOKENS = Counter("generation_tokens", "Tokens read (prompt) and made (completion)", ["kind"])
+GEN_BATCH = Histogram("generation_batch_size", "Sequences advanced by one decode step", buckets=BATCH_BUCKETS)
+GEN_ACTIVE = Gauge("generation_active_sequences", "Sequences being generated (prefilling or decoding)",
+                   multiprocess_mode="livesum")
