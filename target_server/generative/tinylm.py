@@ -90,7 +90,10 @@ class TinyLM(nn.Module):
         self.blocks = nn.ModuleList(Block(size) for _ in range(size.layers))
         self.norm = nn.LayerNorm(size.d_model)
         self.head = nn.Linear(size.d_model, len(OUTPUT_BYTES), bias=False)
-        self.register_buffer("output_bytes", torch.tensor(OUTPUT_BYTES), persistent=False)
+
+    def stack(self) -> list[Block]:
+        """The blocks, typed (iterating a ModuleList yields plain Modules)."""
+        return [block for block in self.blocks if isinstance(block, Block)]
 
     def seed_weights(self, seed: int = SEED) -> TinyLM:
         """Deterministic weights from a private generator (the global RNG stays untouched)."""
@@ -111,7 +114,7 @@ class TinyLM(nn.Module):
         x = (self.embed(tokens) + self.position.weight[start:end]).unsqueeze(0)
         # query i (position start+i) sees keys 0..start+i
         visible = torch.arange(end).unsqueeze(0) <= torch.arange(start, end).unsqueeze(1)
-        for layer, block in enumerate(self.blocks):
+        for layer, block in enumerate(self.stack()):
             q, k, v = block.split(x)
             cache.k[layer, row, :, start:end] = k[0]
             cache.v[layer, row, :, start:end] = v[0]
@@ -126,7 +129,7 @@ class TinyLM(nn.Module):
         x = (self.embed(tokens) + self.position(lengths)).unsqueeze(1)
         rows = torch.arange(n)
         visible = (torch.arange(reach).unsqueeze(0) <= lengths.unsqueeze(1)).view(n, 1, 1, reach)
-        for layer, block in enumerate(self.blocks):
+        for layer, block in enumerate(self.stack()):
             q, k, v = block.split(x)
             cache.k[layer, rows, :, lengths] = k[:, :, 0]
             cache.v[layer, rows, :, lengths] = v[:, :, 0]
