@@ -1,7 +1,7 @@
 """tinylm: a small decoder-only transformer over bytes, with seeded weights and a KV cache.
 
 Prompts are UTF-8 bytes (vocabulary 256: no tokenizer to download, one token per byte). Output
-tokens are drawn from printable ASCII and newline only, so every token is one character and any
+tokens are bytes too, drawn from printable ASCII and newline only, so every token is one character and any
 cut of the stream is valid text. There is no end-of-sequence token: a generation runs to its
 `max_tokens` unless a stop string ends it.
 
@@ -22,6 +22,8 @@ import torch.nn.functional as F
 VOCAB = 256
 SEED = 20240
 OUTPUT_BYTES = (10, *range(32, 127))  # newline and printable ASCII
+# added to the logits: the bytes the model may not produce can never be drawn
+_UNPRODUCIBLE = torch.full((VOCAB,), float("-inf")).index_fill_(0, torch.tensor(OUTPUT_BYTES), 0.0)
 
 
 @dataclass(frozen=True)
@@ -68,17 +70,35 @@ def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, visible: t
 
 
 class KVCache:
-    """Keys and values of every layer for `slots` sequences of up to `context` positions."""
+    """Keys and values of every layer for `slots` sequences of up to `context` positions.
+
+    Allocated empty, not zeroed, so memory follows use; but a batched decode step reads every row
+    up to the longest row's length, and a weight of 0 times an uninitialised NaN is NaN. So each
+    row remembers how far its positions hold numbers (`clean`), and `readable` zeroes the rest up
+    to what a step reads: each position is zeroed at most once per row.
+    """
 
     def __init__(self, size: Size, slots: int) -> None:
         shape = (size.layers, slots, size.heads, size.context, size.head_dim)
-        # empty, not zeros: pages are touched only as far as sequences reach, so memory follows use
         self.k = torch.empty(shape)
         self.v = torch.empty(shape)
+        self.clean = [0] * slots
+
+    def written(self, row: int, start: int, end: int) -> None:
+        if start <= self.clean[row]:
+            self.clean[row] = max(self.clean[row], end)
+
+    def readable(self, rows: int, reach: int) -> None:
+        for row in range(rows):
+            if self.clean[row] < reach:
+                self.k[:, row, :, self.clean[row]:reach] = 0
+                self.v[:, row, :, self.clean[row]:reach] = 0
+                self.clean[row] = reach
 
     def move(self, source: int, target: int, length: int) -> None:
         self.k[:, target, :, :length] = self.k[:, source, :, :length]
         self.v[:, target, :, :length] = self.v[:, source, :, :length]
+        self.clean[target] = max(self.clean[target], length)
 
 
 class TinyLM(nn.Module):
@@ -89,7 +109,7 @@ class TinyLM(nn.Module):
         self.position = nn.Embedding(size.context, size.d_model)
         self.blocks = nn.ModuleList(Block(size) for _ in range(size.layers))
         self.norm = nn.LayerNorm(size.d_model)
-        self.head = nn.Linear(size.d_model, len(OUTPUT_BYTES), bias=False)
+        self.head = nn.Linear(size.d_model, VOCAB, bias=False)
 
     def stack(self) -> list[Block]:
         """The blocks, typed (iterating a ModuleList yields plain Modules)."""
@@ -114,28 +134,32 @@ class TinyLM(nn.Module):
         x = (self.embed(tokens) + self.position.weight[start:end]).unsqueeze(0)
         # query i (position start+i) sees keys 0..start+i
         visible = torch.arange(end).unsqueeze(0) <= torch.arange(start, end).unsqueeze(1)
+        cache.written(row, start, end)
         for layer, block in enumerate(self.stack()):
             q, k, v = block.split(x)
             cache.k[layer, row, :, start:end] = k[0]
             cache.v[layer, row, :, start:end] = v[0]
             keys, values = cache.k[layer, row:row + 1, :, :end], cache.v[layer, row:row + 1, :, :end]
             x = block.finish(x, attend(q, keys, values, visible))
-        return self.head(self.norm(x[0, -1]))
+        return self.head(self.norm(x[0, -1])) + _UNPRODUCIBLE
 
     def decode(self, cache: KVCache, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """One step of rows 0..n-1: token i at position lengths[i]; logits (n, outputs)."""
+        """One step of rows 0..n-1: token i at position lengths[i]; logits (n, VOCAB)."""
         n = tokens.shape[0]
         reach = int(lengths.max()) + 1
         x = (self.embed(tokens) + self.position(lengths)).unsqueeze(1)
         rows = torch.arange(n)
         visible = (torch.arange(reach).unsqueeze(0) <= lengths.unsqueeze(1)).view(n, 1, 1, reach)
+        for row, length in enumerate(lengths.tolist()):
+            cache.written(row, length, length + 1)
+        cache.readable(n, reach)
         for layer, block in enumerate(self.stack()):
             q, k, v = block.split(x)
             cache.k[layer, rows, :, lengths] = k[:, :, 0]
             cache.v[layer, rows, :, lengths] = v[:, :, 0]
             keys, values = cache.k[layer, :n, :, :reach], cache.v[layer, :n, :, :reach]
             x = block.finish(x, attend(q, keys, values, visible))
-        return self.head(self.norm(x[:, 0]))
+        return self.head(self.norm(x[:, 0])) + _UNPRODUCIBLE
 
 
 class CachedModel:
@@ -156,5 +180,5 @@ class CachedModel:
 
 
 def output_text(token: int) -> str:
-    """The character an output token stands for."""
-    return chr(OUTPUT_BYTES[token])
+    """The character an output token stands for (always one: output tokens are ASCII bytes)."""
+    return chr(token)
