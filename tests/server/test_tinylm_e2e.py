@@ -173,11 +173,11 @@ def test_a_full_queue_answers_503_with_retry_after(server):
     assert wait_until(lambda: active_sequences(url) == 0, 10, "every sequence freed")
 
 
-def scenario(tmp_path: Path, *, api: str, engine: str) -> Path:
+def scenario(tmp_path: Path, *, api: str, engine: str, tls: bool) -> Path:
     path = tmp_path / f"tinylm-{engine}.yaml"
     path.write_text(f"""name: tinylm-{engine}
 target:
-  server: {{model: tinylm, worker_class: gthread, threads: 8, max_batch: 4}}
+  server: {{model: tinylm, worker_class: gthread, threads: 8, max_batch: 4, tls: {str(tls).lower()}}}
   api: {api}
   timeout: 30s
   prompts: {{input_tokens: {{mean: 8}}, output_tokens: {{mean: 12}}}}
@@ -189,14 +189,18 @@ thresholds: ["ttft_ms.p99 < 20000", "error_rate < 0.01"]
     return path
 
 
-@pytest.mark.parametrize(("api", "engine"), [("openai-chat", "threadpool"), ("openai-completions", "locust")])
-def test_harness_runs_a_generative_scenario_against_the_bundled_model(tmp_path, api, engine):
+@pytest.mark.parametrize(("api", "engine", "tls"), [("openai-chat", "threadpool", False),
+                                                   ("openai-completions", "locust", True)])
+def test_harness_runs_a_generative_scenario_against_the_bundled_model(tmp_path, api, engine, tls):
+    """Over HTTP with the threadpool engine, over HTTPS (the server's self-signed certificate) with Locust."""
     out = tmp_path / "run"
-    result = harness("run", str(scenario(tmp_path, api=api, engine=engine)), "--out", str(out), timeout=180)
+    result = harness("run", str(scenario(tmp_path, api=api, engine=engine, tls=tls)), "--out", str(out),
+                     timeout=180)
     assert_exit(result, 0, out)
     summary = json.loads((out / "summary.json").read_text())
     tokens = summary["tokens"]
     assert summary["errors"] == 0 and summary["requests"] >= 3 and summary["target"]["model"] == "tinylm"
+    assert summary["target"]["url"].startswith("https://" if tls else "http://")
     assert tokens["counted_by"] == "usage" and tokens["output_tokens_per_request"] == 12
     assert tokens["output_tokens"] == 12 * summary["requests"]
     assert 0 < tokens["ttft_ms"]["p50"] <= tokens["ttft_ms"]["p99"]
