@@ -70,7 +70,8 @@ class ServerConfig:
     worker_class: str = knob("sync", "sync: one request per worker, connection closed after each; "
                                      "gthread: threads + keep-alive", choices=WORKER_CLASSES)
     threads: int = knob(1, "threads per worker (gthread; fastapi: threads running forwards)", minimum=1)
-    lock: str = knob("none", "global: the article's threading.Lock around every forward", choices=LOCK_MODES)
+    lock: str = knob("none", "global: the article's threading.Lock around every forward "
+                         "(tinylm: around each whole generation)", choices=LOCK_MODES)
     max_batch: int = knob(1, "dynamic batching: rows per forward (1 = off; needs gthread); tinylm: sequences "
                              "advanced together by each decode step (continuous batching)", minimum=1)
     max_wait_ms: float = knob(2.0, "longest wait for batch-mates that are already arriving", minimum=0)

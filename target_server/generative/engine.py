@@ -1,13 +1,14 @@
 """How generations share a worker's model: alone in their request threads, or continuously batched.
 
 `SoloGeneration` (max_batch 1): each stream runs its own prefill and decode loop in the thread
-serving it, with its own cache, forwarding alone; with `lock: global` the forwards take turns at
-the worker's lock (the tutorial's design), without it they run concurrently.
+serving it, with its own cache, forwarding alone; with `lock: global` one generation at a time
+holds the worker's lock (the tutorial's design), without it they run concurrently.
 
 `ContinuousBatcher` (max_batch > 1; Orca, OSDI 2022): one engine thread advances every active
-sequence by one token per decode step. A new request joins at the next step: its prompt is
-prefilled in chunks of `prefill_chunk` tokens, one chunk between two decode steps, so a long
-prompt delays running streams by one chunk's time, not its whole prefill. `max_batch` caps the
+sequence by one token per decode step. A new request joins at the next step: before each decode
+step the engine prefills up to `prefill_chunk` prompt tokens of waiting requests (one request at
+a time, the next one starting where the last one's prompt ended), so a long prompt delays running
+streams by one chunk's time, not its whole prefill, and short prompts join several per step. `max_batch` caps the
 active sequences; past `queue_limit` waiting ones a request is refused at once (Overloaded), and
 one that waited `request_timeout_s` without starting is refused too. A sequence that finishes,
 stops or is cancelled (its client went away) leaves the batch at the next step.
@@ -19,7 +20,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -73,28 +73,45 @@ class Finished(Exception):
 
 
 class SoloGeneration:
-    """Each stream generates in its own thread and cache (`make_model(slots)` builds one per stream)."""
+    """Each stream generates in its own thread and cache (`make_model(slots)` builds one per stream).
 
-    def __init__(self, make_model: Callable[[int], Model], *, prefill_chunk: int, locked: bool) -> None:
+    With `locked`, a generation holds the worker's lock from its first prefill to its last token:
+    one generation at a time, as the tutorial's lock around each request's inference; a request
+    that cannot take the lock within `timeout_s` is refused (Overloaded). Without it the streams
+    forward concurrently, each alone, competing for the cores.
+    """
+
+    def __init__(self, make_model: Callable[[int], Model], *, prefill_chunk: int, locked: bool,
+                 timeout_s: float) -> None:
         self.make_model = make_model
         self.prefill_chunk = prefill_chunk
-        self.lock: AbstractContextManager[object] = threading.Lock() if locked else nullcontext()
+        self.lock = threading.Lock() if locked else None
+        self.timeout_s = timeout_s
         self.active = 0
         self.count_lock = threading.Lock()
         self.on_batch: Callable[[int], None] = lambda size: None
         self.on_active: Callable[[int], None] = lambda change: None
 
     def stream(self, g: Generation) -> Iterator[int]:
+        if self.lock is not None and not self.lock.acquire(timeout=self.timeout_s):
+            raise Overloaded(f"waited {self.timeout_s:g} s for the generation ahead to finish (lock: global, "
+                             "request_timeout_s)")
+        try:
+            yield from self._generate(g)
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def _generate(self, g: Generation) -> Iterator[int]:
         model = self.make_model(1)
         with self.count_lock:
             self.active += 1
         self.on_active(1)
         try:
             logits = None
-            for start in range(0, len(g.prompt), self.prefill_chunk):
-                chunk = torch.tensor(g.prompt[start:start + self.prefill_chunk])
-                with self.lock, torch.inference_mode():
-                    logits = model.prefill(0, chunk, start)
+            with torch.inference_mode():
+                for start in range(0, len(g.prompt), self.prefill_chunk):
+                    logits = model.prefill(0, torch.tensor(g.prompt[start:start + self.prefill_chunk]), start)
             assert logits is not None
             length = len(g.prompt)
             for produced in range(g.max_tokens):
@@ -102,7 +119,7 @@ class SoloGeneration:
                 yield token
                 if produced + 1 == g.max_tokens:
                     return
-                with self.lock, torch.inference_mode():
+                with torch.inference_mode():
                     logits = model.decode(torch.tensor([token]), torch.tensor([length]))[0]
                 self.on_batch(1)
                 length += 1
@@ -208,21 +225,32 @@ class ContinuousBatcher:
                 if self._closed:
                     self._fail_all(Overloaded("the server is shutting down"))
                     return
-                self._drop_cancelled()
                 self._expire()
-                self._admit()
-                filling, decoding = self._filling, list(self._decoding)
             try:
-                if filling is not None:
-                    self._prefill_chunk(filling)
+                self._prefill_step()
+                with self._cv:
+                    decoding = list(self._decoding)
                 if decoding:
                     self._decode(decoding)
-            except Exception as exc:  # a model failure fails the sequences it touched, not the worker
+            except Exception as exc:  # a model failure fails the sequences it holds, not the worker
                 with self._cv:
-                    for seq in ([filling] if filling is not None else []) + decoding:
+                    for seq in [*self._decoding, *([self._filling] if self._filling else [])]:
                         seq.out.put(Finished(f"generation failed: {exc.__class__.__name__}: {exc}"))
                         seq.cancelled = True
                     self._drop_cancelled()
+
+    def _prefill_step(self) -> None:
+        """Prompt tokens of waiting requests, up to `prefill_chunk` in all: one request's next chunk,
+        and when its prompt ends before the budget does, the next request's first chunk."""
+        budget = self.prefill_chunk
+        while budget > 0:
+            with self._cv:
+                self._drop_cancelled()
+                self._admit()
+                seq = self._filling
+            if seq is None:
+                return
+            budget -= self._prefill_chunk(seq, budget)
 
     def _work(self) -> bool:
         return bool(self._decoding or self._filling or self._waiting
@@ -271,23 +299,25 @@ class ContinuousBatcher:
             self.model.move(filling.row, len(self._decoding), filling.filled)
             filling.row = len(self._decoding)
 
-    def _prefill_chunk(self, seq: _Sequence) -> None:
+    def _prefill_chunk(self, seq: _Sequence, budget: int) -> int:
+        """Prefill up to `budget` more prompt tokens of `seq`; the tokens it took."""
         prompt = seq.generation.prompt
-        chunk = torch.tensor(prompt[seq.filled:seq.filled + self.prefill_chunk])
+        chunk = torch.tensor(prompt[seq.filled:seq.filled + budget])
         with torch.inference_mode():
             logits = self.model.prefill(seq.row, chunk, seq.filled)
         with self._cv:
             if seq.cancelled or self._filling is not seq:
-                return
+                return chunk.shape[0]
             seq.filled += chunk.shape[0]
             if seq.filled < len(prompt):
-                return
+                return chunk.shape[0]
             self._filling = None
             self._emit(seq, sample(logits.unsqueeze(0), [seq.generation])[0])
             if seq.cancelled:  # max_tokens 1: done at its first token
                 self.on_active(-1)
             else:
                 self._decoding.append(seq)
+        return chunk.shape[0]
 
     def _decode(self, batch: list[_Sequence]) -> None:
         tokens = torch.tensor([s.last for s in batch])

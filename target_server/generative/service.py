@@ -63,7 +63,7 @@ def build_strategy(config: ServerConfig, module: TinyLM) -> ContinuousBatcher | 
                                  prefill_chunk=config.prefill_chunk, queue_limit=config.queue_limit,
                                  timeout_s=config.request_timeout_s)
     return SoloGeneration(lambda slots: CachedModel(module, slots), prefill_chunk=config.prefill_chunk,
-                          locked=config.lock == "global")
+                          locked=config.lock == "global", timeout_s=config.request_timeout_s)
 
 
 def warm_up(strategy: ContinuousBatcher | SoloGeneration) -> None:

@@ -191,7 +191,7 @@ def test_streams_that_join_and_leave_get_exactly_their_own_tokens():
 def test_real_model_gives_each_stream_the_text_it_gets_alone(small):
     """The same check with tinylm itself: greedy text of each stream, batched with others that
     come and go, equals its text generated alone (one-stream strategy)."""
-    solo = SoloGeneration(lambda slots: CachedModel(small, slots), prefill_chunk=8, locked=False)
+    solo = SoloGeneration(lambda slots: CachedModel(small, slots), prefill_chunk=8, locked=False, timeout_s=5)
     prompts = [list(f"stream {i}: ".encode()) * (i + 1) for i in range(5)]
     alone = [list(solo.stream(Generation(p, 12 + 3 * i, temperature=0.0))) for i, p in enumerate(prompts)]
     engine = ContinuousBatcher(CachedModel(small, 3), max_batch=3, prefill_chunk=8, queue_limit=8, timeout_s=10)
@@ -286,12 +286,21 @@ def test_max_tokens_is_exact_and_one_token_needs_no_decode_step():
         engine.close()
 
 
-def test_solo_generation_with_the_global_lock_produces_the_same_text(small):
+def test_the_global_lock_lets_one_generation_run_at_a_time_and_refuses_a_long_wait(small):
     make = lambda slots: CachedModel(small, slots)  # noqa: E731
-    locked = SoloGeneration(make, prefill_chunk=4, locked=True)
-    free = SoloGeneration(make, prefill_chunk=64, locked=False)
+    locked = SoloGeneration(make, prefill_chunk=4, locked=True, timeout_s=0.3)
     g = lambda: Generation(list(b"the tutorial's lock"), 15, temperature=0.0)  # noqa: E731
-    assert list(locked.stream(g())) == list(free.stream(g())) and locked.active == 0
+    first = locked.stream(g())
+    head = [next(first)]  # holds the lock until it is done or closed
+    with pytest.raises(Overloaded, match="request_timeout_s"):
+        next(locked.stream(g()))
+    head += list(first)
+    free = SoloGeneration(make, prefill_chunk=64, locked=False, timeout_s=0.3)
+    assert list(locked.stream(g())) == head == list(free.stream(g())) and locked.active == 0
+    cut = locked.stream(g())
+    next(cut)
+    cut.close()  # a client that goes away releases the lock
+    assert len(list(locked.stream(g()))) == 15
 
 
 # --- stop strings ---------------------------------------------------------------------------------
