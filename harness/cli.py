@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", type=Path, help="sweep folder (default: reports/sweep-<name>; rerunning resumes)")
     sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override one scenario value for every combination (repeatable)")
+    sweep.add_argument("--repeat", type=int, metavar="N",
+                       help="measure every combination N times, interleaved (default: sweep.repeat, 1); a "
+                            "winner is declared only when its interval clears the runner-up's")
     capacity = sub.add_parser("capacity", help="find the highest arrival rate meeting the scenario's capacity SLO",
                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     capacity.add_argument("scenario", help="scenario YAML file with a capacity: block")
@@ -150,7 +153,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from harness.workflows.sweep import sweep_command
 
-    return sweep_command(Path(args.scenario), args.overrides, args.out)
+    repeat = [] if args.repeat is None else [f"sweep.repeat={args.repeat}"]
+    return sweep_command(Path(args.scenario), args.overrides + repeat, args.out)
 
 
 def cmd_capacity(args: argparse.Namespace) -> int:

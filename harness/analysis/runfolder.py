@@ -22,8 +22,6 @@ from harness.results.summary import Summary
 from harness.results.tokens import read_streams
 from harness.scenario.plan import LoadPlan
 
-SOAK_CHUNKS = 20
-
 
 @dataclass
 class TokenAnalysis:
@@ -121,17 +119,11 @@ def analyse_run(run_dir: Path) -> RunAnalysis:
     cpu_s = float(analysis.cpu_seconds(resources, SERVER_ROLES, np.array([warmup, until]))[0])
     series = analysis.resource_series(resources)
 
-    soak = None
-    if trends.is_soak(measured):
-        chunks = windows(df, (until - warmup) / SOAK_CHUNKS, plan, until=until, start=warmup)
-        in_window = series[(series["t"] >= warmup) & (series["t"] <= until)]
-        workers = resources[(resources["role"] == "server_worker") & (resources["t"] >= warmup)
-                            & (resources["t"] <= until)]
-        soak = trends.soak(chunks, in_window, workers)
+    knee, soak = trends.verdicts(df, plan, resources, measured, summary["load_model"], warmup, until)
     return RunAnalysis(
         run_dir=run_dir, summary=summary, plan=plan, win=win, resources=resources, series=series,
         metrics=read_metrics(run_dir), spectrum=analysis.percentile_spectrum(latency),
-        histogram=analysis.latency_histogram(latency), knee=trends.knee(measured, summary["load_model"]),
+        histogram=analysis.latency_histogram(latency), knee=knee,
         soak=soak, little=little_check(measured, summary["load_model"]),
         efficiency=analysis.requests_per_cpu_second(float(summary["requests"]), cpu_s),
         tokens=analyse_tokens(run_dir, summary, warmup, until))

@@ -6,7 +6,8 @@ from typing import Any, cast
 
 import pandas as pd
 
-from harness.analysis import stats, tokens, validity
+from harness.analysis import stats, tokens, trends, validity
+from harness.analysis.windows import windows
 from harness.errors import EXIT_INTERRUPTED, EXIT_INVALID_RUN, EXIT_PASSED, EXIT_THRESHOLD_FAILED
 from harness.results import checks
 from harness.results.meta import environment
@@ -75,6 +76,11 @@ def build(run_dir: Path, *, meta: dict[str, Any], plan: LoadPlan, thresholds: li
                        **({} if streams is None else
                           tokens.token_figures(stats.measured(streams, lo, hi), part, hi - lo, goodput))})
 
+    per_second = windows(df, 1.0, plan, until=max(until, 1.0))
+    knee, soak = trends.verdicts(df, plan, resources,
+                                 per_second[(per_second["t"] >= plan.warmup) & (per_second["t"] < until)],
+                                 plan.model, plan.warmup, until)
+
     verdict = validity.Verdict(reasons=list(reasons), notes=list(notes or []))
     validity.judge_generator_cpu(resources, plan.warmup, until, verdict)
     if plan.model == "open":
@@ -97,6 +103,7 @@ def build(run_dir: Path, *, meta: dict[str, Any], plan: LoadPlan, thresholds: li
         **({} if streams is None else
            tokens.token_figures(stats.measured(streams, plan.warmup, until), window, measured_s, goodput)),
         **resource_figures(resources, plan.warmup, until),
+        **trends.summary_blocks(knee, soak),
         "valid": verdict.valid,
         "invalid_reasons": verdict.reasons,
         "notes": verdict.notes,

@@ -6,6 +6,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.analysis.stats import resource_series
+from harness.analysis.windows import windows
+from harness.scenario.plan import LoadPlan
+
 MAX_LEVELS = 12  # distinct offered loads kept as they are; more are binned
 LEVEL_BINS = 10
 KNEE_LATENCY_FACTOR = 2.0
@@ -22,6 +26,7 @@ KNEE_RULE = (
     "successful req/s of any level.")
 
 SOAK_MIN_SECONDS = 60.0
+SOAK_CHUNKS = 20  # the soak's fits run over this many equal windows of the measured run
 SOAK_STEADY = 0.10  # offered load may vary by this fraction and still count as a steady soak
 LEAK_MIN_MB = 10.0
 LEAK_MIN_FRACTION = 0.05
@@ -166,13 +171,58 @@ def soak(chunks: pd.DataFrame, series: pd.DataFrame, workers: pd.DataFrame) -> d
         f"p99 {p99['start']:.3g} -> {p99['end']:.3g} ms: {signed(p99['slope'])} ms/h ({drift99:+.0%} over the run, "
         f"R² {p99['r2']:.2f})",
     ]
+    per_worker = []
     for pid, rows in workers.groupby("pid"):
         if len(rows) >= 5:
             fit = linear_fit(rows["t"].to_numpy() / 3600.0, rows["rss_bytes"].to_numpy() / 2**20)
+            per_worker.append({"pid": int(pid), "rss_start_mb": round(fit["start"], 1),
+                               "rss_end_mb": round(fit["end"], 1), "rss_mb_per_hour": round(fit["slope"], 2),
+                               "rss_r2": round(fit["r2"], 3)})
             evidence.append(f"worker {pid}: {fit['start']:.0f} -> {fit['end']:.0f} MB, "
                             f"{signed(fit['slope'])} MB/h (R² {fit['r2']:.2f})")
     verdict = "leaking" if leaking else "drifting" if drifting else "stable"
     return {"verdict": verdict, "evidence": evidence, "rule": SOAK_RULE, "hours": hours,
-            "rss_mb_per_hour": round(rss["slope"], 2), "p50_ms_per_hour": round(p50["slope"], 4),
-            "p99_ms_per_hour": round(p99["slope"], 4), "fits": {"rss": rss, "p50": p50, "p99": p99},
-            "chunks": chunks, "series": rss_series}
+            "rss_mb_per_hour": round(rss["slope"], 2), "rss_growth_mb": round(growth, 1),
+            "leak_limit_mb": round(leak_limit, 1), "p50_ms_per_hour": round(p50["slope"], 4),
+            "p99_ms_per_hour": round(p99["slope"], 4), "p50_drift": round(drift50, 4),
+            "p99_drift": round(drift99, 4), "workers": per_worker,
+            "fits": {"rss": rss, "p50": p50, "p99": p99}, "chunks": chunks, "series": rss_series}
+
+
+def verdicts(df: pd.DataFrame, plan: LoadPlan | None, resources: pd.DataFrame, measured_windows: pd.DataFrame,
+             model: str, warmup: float, until: float) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The knee (a ramp) and the soak verdict (a long steady run) of one run; None where it does not apply.
+
+    `measured_windows`: the per-second windows of the measured part (analysis.windows)."""
+    soak_result = None
+    if is_soak(measured_windows):
+        chunks = windows(df, (until - warmup) / SOAK_CHUNKS, plan, until=until, start=warmup)
+        series = resource_series(resources)
+        in_window = series[(series["t"] >= warmup) & (series["t"] <= until)]
+        workers = resources[(resources["role"] == "server_worker") & (resources["t"] >= warmup)
+                            & (resources["t"] <= until)]
+        soak_result = soak(chunks, in_window, workers)
+    return knee(measured_windows, model), soak_result
+
+
+def summary_blocks(knee_result: dict[str, Any] | None, soak_result: dict[str, Any] | None) -> dict[str, Any]:
+    """summary.json's `knee` and `soak` blocks: the verdicts, their figures and rules, without the frames
+    the charts draw from (only the blocks that apply)."""
+    out: dict[str, Any] = {}
+    if knee_result is not None:
+        at = knee_result["knee"]
+        unit_key = "knee_users" if knee_result["unit"] == "users" else "knee_rps"
+        out["knee"] = {"unit": knee_result["unit"], unit_key: at["offered"] if at else None,
+                       "knee": at, "bend": knee_result["bend"], "saturation_rps": knee_result["saturation_rps"],
+                       "levels": len(knee_result["levels"]), "text": knee_result["text"], "rule": knee_result["rule"]}
+    if soak_result is not None:
+        fits = soak_result["fits"]
+        out["soak"] = {"verdict": soak_result["verdict"], "hours": round(soak_result["hours"], 4),
+                       "rss_mb_per_hour": soak_result["rss_mb_per_hour"], "rss_r2": round(fits["rss"]["r2"], 3),
+                       "rss_growth_mb": soak_result["rss_growth_mb"], "leak_limit_mb": soak_result["leak_limit_mb"],
+                       "p50_ms_per_hour": soak_result["p50_ms_per_hour"], "p50_drift": soak_result["p50_drift"],
+                       "p50_r2": round(fits["p50"]["r2"], 3), "p99_ms_per_hour": soak_result["p99_ms_per_hour"],
+                       "p99_drift": soak_result["p99_drift"], "p99_r2": round(fits["p99"]["r2"], 3),
+                       "workers": soak_result["workers"], "evidence": soak_result["evidence"],
+                       "rule": soak_result["rule"]}
+    return out

@@ -66,12 +66,13 @@ def folder_label(run_dir: Path) -> str:
 
 
 def run_figures(ra: RunAnalysis, label: str) -> dict[str, Any]:
-    """One run's row of the comparison: every MAIN and OTHER figure, from its summary or analysis."""
+    """One run's row of the comparison: every MAIN and OTHER figure, from its summary or analysis
+    (the knee's from the analysis, so that runs recorded before summary.json carried it have it too)."""
     s = ra.summary
     derived = {"req_per_cpu_s": ra.efficiency, "saturation_rps": ra.knee["saturation_rps"] if ra.knee else None}
     return {"run": folder_label(ra.run_dir), "label": label, "scenario": s["name"], "valid": s["valid"],
             "passed": s["passed"],
-            **{f.name: value(s, f.name) if f.path else derived[f.name] for f in MAIN + OTHER},
+            **{f.name: derived[f.name] if f.name in derived else value(s, f.name) for f in MAIN + OTHER},
             "knee": ra.knee["knee"]["offered"] if ra.knee and ra.knee["knee"] else None}
 
 

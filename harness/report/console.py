@@ -44,8 +44,15 @@ def summary_table(summary: Summary) -> str:
                      f"rss {srv['rss_mb_max']:.0f} MB (peak)")
     if gen["cpu_percent_mean"] is not None:
         lines.append(f"  generator   cpu {gen['cpu_percent_mean']:.0f}% (mean)")
+    if (knee := summary.get("knee")) is not None:
+        lines.append(f"  knee        {knee['text']}; saturation {knee['saturation_rps']:g} req/s")
+    if (soak := summary.get("soak")) is not None:
+        lines.append(f"  soak        {soak['verdict'].upper()}: server RSS {soak['rss_mb_per_hour']:+.3g} MB/h "
+                     f"(R² {soak['rss_r2']:.2f}), p50 {soak['p50_drift']:+.0%} and p99 {soak['p99_drift']:+.0%} "
+                     "over the run")
     for t in summary["thresholds"]:
-        observed = "-" if t["observed"] is None else f"{t['observed']:g}"
+        observed = ("-" if t["observed"] is None else t["observed"] if isinstance(t["observed"], str)
+                    else f"{t['observed']:g}")
         lines.append(f"  threshold   {t['expression']:<24} observed {observed:<10} "
                      f"{'PASS' if t['passed'] else 'FAIL'}")
     lines.append(f"  valid       {'yes' if summary['valid'] else 'NO'}")

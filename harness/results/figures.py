@@ -25,6 +25,7 @@ class Figure:
     better: Better | None  # None: a count or context figure with no better direction
     window: str | None = None  # the analysis.windows column with the same measure per window
     statistic: Literal["median", "mean"] = "median"  # how the gate summarises per-window values
+    words: tuple[str, ...] = ()  # a verdict figure: one of these words, judged with == / != (not a number)
 
 
 def _latency(name: str, key: str, label: str, window: bool = True) -> Figure:
@@ -64,7 +65,20 @@ FIGURES: dict[str, Figure] = {f.name: f for f in [
     Figure("system_cpu_percent", "system_cpu_percent_mean", "system CPU % (mean, all cores)", "system cpu %",
            "%", None),
     Figure("req_per_cpu_s", None, "requests per server CPU-second", "req/cpu-s", "", "higher"),
-    Figure("saturation_rps", None, "saturation req/s", "saturation", "req/s", "higher"),
+    Figure("saturation_rps", "knee.saturation_rps", "saturation req/s (best level of a ramp)", "saturation",
+           "req/s", "higher"),
+    Figure("knee_users", "knee.knee_users", "knee (users, closed-model ramp)", "knee users", "users", "higher"),
+    Figure("knee_rps", "knee.knee_rps", "knee (req/s, open-model ramp)", "knee req/s", "req/s", "higher"),
+    Figure("soak_verdict", "soak.verdict", "soak verdict", "soak", "", None,
+           words=("stable", "drifting", "leaking")),
+    Figure("rss_growth_mb_per_h", "soak.rss_mb_per_hour", "server RSS growth over a soak (MB/h)", "rss MB/h",
+           "MB/h", "lower"),
+    Figure("p50_drift", "soak.p50_drift", "p50 drift over a soak (fraction of its start)", "p50 drift", "",
+           "lower"),
+    Figure("p99_drift", "soak.p99_drift", "p99 drift over a soak (fraction of its start)", "p99 drift", "",
+           "lower"),
+    Figure("capacity_rps", "capacity_rps", "capacity (last passing req/s of a capacity search)", "capacity",
+           "req/s", "higher"),
     *_token_latencies(),
     Figure("output_tokens_per_s", "tokens.output_tokens_per_s", "output tokens/s", "out tok/s", "tok/s", "higher",
            "output_tokens_per_s", "mean"),
@@ -76,7 +90,9 @@ FIGURES: dict[str, Figure] = {f.name: f for f in [
 
 # figures a threshold or rank_by may name: those stored in summary.json
 IN_SUMMARY = tuple(name for name, f in FIGURES.items() if f.path is not None)
-RANKABLE = tuple(name for name in IN_SUMMARY if FIGURES[name].better is not None)
+# figures a capacity search's result carries (capacity.json), judged by a capacity scenario's thresholds
+CAPACITY = ("capacity_rps",)
+RANKABLE = tuple(name for name in IN_SUMMARY if FIGURES[name].better is not None and name not in CAPACITY)
 
 
 def canonical(name: str) -> str:
@@ -106,6 +122,13 @@ def value(summary: Mapping[str, Any], name: str) -> float | None:
     path = FIGURES[name].path
     found = lookup(summary, path) if path is not None else None
     return found if isinstance(found, (int, float)) and not isinstance(found, bool) else None
+
+
+def word(summary: Mapping[str, Any], name: str) -> str | None:
+    """A verdict figure's word in a summary (None when the summary lacks it)."""
+    path = FIGURES[name].path
+    found = lookup(summary, path) if path is not None else None
+    return found if isinstance(found, str) else None
 
 
 def is_better(name: str, a: float, b: float) -> bool:

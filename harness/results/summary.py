@@ -60,6 +60,9 @@ class Summary(TypedDict, total=False):
     server: dict[str, Any]
     generator: dict[str, Any]
     system_cpu_percent_mean: float | None
+    # trends (analysis.trends.summary_blocks): a ramp's knee and saturation, a soak's verdict and fits
+    knee: dict[str, Any]
+    soak: dict[str, Any]
     # verdicts
     valid: bool
     invalid_reasons: list[str]

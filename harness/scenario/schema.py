@@ -502,6 +502,12 @@ class Check(Strict):
                                                                           "may rise (null = not judged)")
     tokens_may_fall: Fraction | None = Field(Fraction(0.05), description="generative runs: how far output "
                                                                          "tokens/s may fall (null = not judged)")
+    saturation_may_fall: Fraction | None = Field(Fraction(0.10), description="ramps: how far the saturation "
+                                                                             "req/s may fall (null = not judged)")
+    knee_may_fall: Fraction | None = Field(Fraction(0.25), description="closed-model ramps: how far the knee "
+                                                                       "(users) may fall (null = not judged)")
+    knee_rps_may_fall: Fraction | None = Field(Fraction(0.25), description="open-model ramps: how far the knee "
+                                                                           "(req/s) may fall (null = not judged)")
     confidence: float = Field(0.95, gt=0.5, lt=1, description="confidence of the bootstrap interval")
     window: Duration = Field(Duration(1.0), description="width of the windows the bootstrap resamples")
 
@@ -549,6 +555,8 @@ class Sweep(Strict):
     rank_by: Literal[figures.RANKABLE] = Field("ok_rps",  # type: ignore[valid-type]
                                                description="the figure to rank by, best first in its better "
                                                            "direction; by capacity with a capacity block")
+    repeat: int = Field(1, ge=1, le=20, description="measure every combination N times, round by round; a "
+                                                    "winner needs its interval clear of the runner-up's")
 
     @field_validator("server")
     @classmethod
@@ -609,8 +617,20 @@ class Scenario(Strict):
     @model_validator(mode="after")
     def _repeat_is_for_plain_runs(self) -> Scenario:
         if self.repeat > 1 and (self.sweep is not None or self.capacity is not None):
-            raise ValueError("repeat applies to `harness run`; a sweep or capacity search cannot repeat "
-                             "(capacity already repeats the probes that decide it)")
+            raise ValueError("repeat applies to `harness run`; a sweep repeats with sweep.repeat (or "
+                             "`harness sweep --repeat N`), and a capacity search already repeats the probes "
+                             "that decide it")
+        return self
+
+    @model_validator(mode="after")
+    def _capacity_thresholds(self) -> Scenario:
+        on_result = [t for t in self.thresholds if parse_threshold(t).metric in figures.CAPACITY]
+        if on_result and self.capacity is None:
+            raise ValueError(f"thresholds {', '.join(on_result)} judge a capacity search; this scenario has no "
+                             "capacity: block")
+        if self.capacity is not None and len(on_result) < len(self.thresholds):
+            raise ValueError("in a capacity scenario the thresholds judge the search's result (e.g. "
+                             "`capacity_rps >= 150`); what each probe must meet belongs in capacity.slo")
         return self
 
     @model_validator(mode="after")

@@ -125,19 +125,47 @@ class Search:
 
     def _result(self, low: float | None, high: float | None) -> dict[str, Any]:
         found = low is not None
-        uncertainty = (f"between {low:.6g} (last passing) and {high:.6g} req/s (first failing)"
-                       if low is not None and high is not None else None)
         if low is None:
             self.notes.append("no probe passed the SLO: the capacity is below the lowest rate tried")
-        return {"name": self.scenario.name, "slo": list(self.cap.slo), "capacity_rps": low,
-                "first_failing_rps": high, "uncertainty": uncertainty, "valid": found and not self.interrupted,
-                "passed": found, "interrupted": self.interrupted, "complete": not self.interrupted,
-                "probes": self.probes, "notes": self.notes,
+        result = {"name": self.scenario.name, "slo": list(self.cap.slo), "capacity_rps": low,
+                  "first_failing_rps": high, "boundary": self._boundary(low, high)}
+        result["uncertainty"] = describe_bracket(result)
+        judged = [t.evaluate(result) for t in self.scenario.parsed_thresholds]
+        return {**result, "valid": found and not self.interrupted, "thresholds": judged,
+                "passed": found and all(t["passed"] for t in judged), "interrupted": self.interrupted,
+                "complete": not self.interrupted, "probes": self.probes, "notes": self.notes,
                 "server": (self.scenario.target.server.model_dump(exclude={"auth_token"})
                            if self.scenario.target.server else None),
                 "run_dir": next((p["run_dir"] for p in reversed(self.probes)
                                  if p["outcome"] == "pass" and p["rate"] == low), None),
                 "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+    def _boundary(self, low: float | None, high: float | None) -> dict[str, list[str]]:
+        """The outcomes of every probe at the last passing and the first failing rate (the repeats
+        that decide the capacity)."""
+        return {key: [p["outcome"] for p in self.probes if p["rate"] == rate]
+                for key, rate in (("last_passing", low), ("first_failing", high)) if rate is not None}
+
+
+def describe_bracket(result: dict[str, Any]) -> str | None:
+    """A capacity with its uncertainty, said the same way on the console, the page and the sweep:
+    the last passing and first failing rates and how often each was probed."""
+    low, high = result.get("capacity_rps"), result.get("first_failing_rps")
+    if low is None:
+        return None
+    boundary = result.get("boundary") or {}
+
+    def times(key: str) -> str:
+        outcomes = boundary.get(key) or []
+        word = "passed" if key == "last_passing" else "failed"
+        count = sum(o == ("pass" if key == "last_passing" else "fail") for o in outcomes)
+        return f", {word} {count} of {len(outcomes)} probes" if outcomes else ""
+
+    text = f"{low:.6g} req/s last passing{times('last_passing')}"
+    if high is None:
+        return text + "; no failing rate found above it"
+    return f"between {text} and {high:.6g} req/s first failing{times('first_failing')}"
 
 
 def chart(result: dict[str, Any]) -> str | None:
@@ -158,7 +186,7 @@ def chart(result: dict[str, Any]) -> str | None:
                        zorder=3, label=f"p99, {outcome}")
     for expression in result["slo"]:
         threshold = parse_threshold(expression)
-        if threshold.metric.endswith("_ms"):
+        if threshold.metric.endswith("_ms") and not isinstance(threshold.limit, str):
             ax.axhline(threshold.limit, color="#cf222e", lw=0.8, ls="--", label=f"SLO {expression}")
     if result["capacity_rps"]:
         ax.axvspan(result["capacity_rps"], result["first_failing_rps"] or result["capacity_rps"],
@@ -201,10 +229,11 @@ def search_capacity(path: Path, overrides: list[str], folder: Path, run_probe: R
 
 
 def capacity_command(path: Path, overrides: list[str], out: Path | None) -> int:
-    """`harness capacity`: search, print the capacity with its bracket; exit 3 when nothing passed."""
+    """`harness capacity`: search, print the capacity with its bracket; exit 3 when nothing passed,
+    1 when the scenario's thresholds (`capacity_rps >= 150`) fail on the result."""
     import time
 
-    from harness.errors import EXIT_INTERRUPTED, EXIT_INVALID_RUN
+    from harness.errors import EXIT_INTERRUPTED, EXIT_INVALID_RUN, EXIT_PASSED, EXIT_THRESHOLD_FAILED
     from harness.run.runner import REPORTS_DIR
     from harness.workflows.single import probe
 
@@ -221,4 +250,9 @@ def capacity_command(path: Path, overrides: list[str], out: Path | None) -> int:
         print(f"note: {note}")
     if "page" in result:
         print(f"chart: {result['page']}")
-    return 0 if result["capacity_rps"] is not None else EXIT_INVALID_RUN
+    for t in result["thresholds"]:
+        observed = "-" if t["observed"] is None else f"{t['observed']:g}"
+        print(f"threshold {t['expression']}: observed {observed}, {'PASS' if t['passed'] else 'FAIL'}")
+    if result["capacity_rps"] is None:
+        return EXIT_INVALID_RUN
+    return EXIT_PASSED if result["passed"] else EXIT_THRESHOLD_FAILED

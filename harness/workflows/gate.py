@@ -29,8 +29,12 @@ MIN_WINDOWS = 5  # fewer measured windows on a side than this: compare the store
 # the `check:` tolerance prefix (p95 -> p95_may_rise) -> the figure it judges; the token figures
 # only where both sides are generative runs (they have a `tokens` block)
 GATED = {"p50": "p50_ms", "p95": "p95_ms", "p99": "p99_ms", "rps": "ok_rps",
-         "ttft_p95": "ttft_p95_ms", "itl_p50": "itl_p50_ms", "tokens": "output_tokens_per_s"}
+         "ttft_p95": "ttft_p95_ms", "itl_p50": "itl_p50_ms", "tokens": "output_tokens_per_s",
+         "saturation": "saturation_rps", "knee": "knee_users", "knee_rps": "knee_rps"}
 TOKEN_GATED = ("ttft_p95", "itl_p50", "tokens")
+# one value per run (a ramp's verdicts, not per-window figures): judged where both sides have them,
+# with repeats resampled as values; a single run a side is compared as it stands
+PER_RUN_GATED = ("saturation", "knee", "knee_rps")
 
 
 @dataclass
@@ -48,8 +52,12 @@ class Side:
 
     def values(self, column: str) -> list[np.ndarray]:
         """Per-window values of one column, grouped by run (runs without any are left out)."""
-        groups = [w[column].dropna().to_numpy() for w in self.runs or []]
+        groups = [w[column].dropna().to_numpy() for w in self.runs or [] if column in w]
         return [g for g in groups if g.size]
+
+    def per_run(self, name: str) -> list[np.ndarray]:
+        """A per-run figure as one single-value group per run that has it (for the cluster bootstrap)."""
+        return [np.array([float(v)]) for s in self.summaries if (v := figures.value(s, name)) is not None]
 
 
 def load_side(paths: list[Path], width: float) -> Side:
@@ -180,8 +188,17 @@ def judge(run: Side, base: Side, check: Check, factor: float | None = None) -> d
         tolerance = getattr(check, f"{name}_may_{bad}")
         if tolerance is None:
             continue
-        run_vals, base_vals = (run.values(column), base.values(column)) if noisy else ([], [])
-        if sum(v.size for v in run_vals) >= MIN_WINDOWS and sum(v.size for v in base_vals) >= MIN_WINDOWS:
+        if name in PER_RUN_GATED:
+            run_vals, base_vals = run.per_run(key), base.per_run(key)
+            if not run_vals or not base_vals:
+                continue  # not a ramp on both sides (or no knee found on one): nothing to compare
+        else:
+            run_vals, base_vals = (run.values(column), base.values(column)) if noisy else ([], [])
+        if name in PER_RUN_GATED and min(len(run_vals), len(base_vals)) >= 2:
+            ratio, low, high = bootstrap_ratio(run_vals, base_vals, "mean", check.confidence)
+            method = f"bootstrap mean of the repeats' values ({len(run_vals)} run, {len(base_vals)} baseline)"
+        elif (name not in PER_RUN_GATED and sum(v.size for v in run_vals) >= MIN_WINDOWS
+              and sum(v.size for v in base_vals) >= MIN_WINDOWS):
             ratio, low, high = bootstrap_ratio(run_vals, base_vals, statistic, check.confidence)
             method = f"bootstrap {statistic} of {check.window:g} s windows{_repeats_note(run_vals, base_vals)}"
         else:

@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 import shutil
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.analysis import ranking
+from harness.analysis.ranking import Interval
 from harness.errors import EXIT_INTERRUPTED, EXIT_INVALID_RUN, EXIT_PASSED, UserError
 from harness.report.html import esc, table
 from harness.results import figures, layout
@@ -86,49 +90,95 @@ def figure_of(summary: dict[str, Any], rank_by: str) -> float | None:
     return None if value is None else float(value)
 
 
+def interval_of(measured: list[tuple[Path, dict[str, Any]]], values: list[float], rank_by: str) -> Interval | None:
+    """A combination's interval: over its repeats, or from its one run's windows or capacity bracket."""
+    if len(values) >= 2:
+        return ranking.t_interval(values)
+    if len(measured) != 1 or not values:
+        return None
+    folder, summary = measured[0]
+    if rank_by == "capacity":
+        return ranking.bracket_interval(summary.get("capacity_rps"), summary.get("first_failing_rps"))
+    figure = figures.FIGURES[rank_by]
+    if figure.window is None:
+        return None
+    from harness.workflows.gate import load_side
+
+    groups = load_side([Path(summary.get("run_dir") or folder)], 1.0).values(figure.window)
+    return ranking.bootstrap_interval(groups[0], figure.statistic) if groups else None
+
+
+def combine(label: str, settings: dict[str, Any], folder: Path, measured: list[tuple[Path, dict[str, Any]]],
+            rank_by: str) -> dict[str, Any]:
+    """One combination's row of the ranking from its repeats (complete ones): the mean figure, its
+    interval, and the run folder closest to the mean for the comparison page."""
+    ok = [(f, s) for f, s in measured if s.get("valid") and s.get("passed", True)]
+    values = [v for _, s in ok if (v := figure_of(s, rank_by)) is not None]
+    figure = statistics.fmean(values) if values else None
+    interval = interval_of(ok, values, rank_by)
+    closest = min(measured, key=lambda fs: abs((figure_of(fs[1], rank_by) or 0.0) - (figure or 0.0)))
+    return {"label": label, "settings": settings, "folder": str(folder), "figure": figure,
+            "values": [figure_of(s, rank_by) for _, s in measured],
+            "interval": None if interval is None else [interval.low, None if math.isinf(interval.high)
+                                                       else interval.high],  # None: unbounded (JSON has no inf)
+            "interval_method": None if interval is None else interval.method,
+            "valid": all(bool(s.get("valid")) for _, s in measured),
+            "passed": all(bool(s.get("passed", True)) for _, s in measured),
+            "repeats": len(measured), "run_dir": closest[1].get("run_dir") or str(closest[0])}
+
+
 def rank(results: list[dict[str, Any]], rank_by: str) -> list[dict[str, Any]]:
     """Best first: valid runs that passed their thresholds, by the figure; the rest after them."""
     lower = rank_by != "capacity" and figures.FIGURES[rank_by].better == "lower"
 
     def key(r: dict[str, Any]) -> tuple[int, float]:
         value = r["figure"]
-        usable = r["valid"] and r["passed"] and value is not None
-        return (0 if usable else 1, (value if lower else -value) if value is not None else float("inf"))
+        return (0 if r["usable"] else 1, (value if lower else -value) if value is not None else float("inf"))
 
+    for r in results:
+        r["usable"] = bool(r["valid"] and r["passed"] and r["figure"] is not None)
     ordered = sorted(results, key=key)
     for i, r in enumerate(ordered, 1):
         r["rank"] = i
     return ordered
 
 
-def explain(ordered: list[dict[str, Any]], rank_by: str) -> str:
-    """Why the winner won: its figure against the runner-up's."""
-    if not ordered or ordered[0]["figure"] is None:
-        return "no combination produced a usable figure"
-    best = ordered[0]
-    text = f"Winner: {best['label']} with {rank_by} = {best['figure']:.4g}"
-    runner = next((r for r in ordered[1:] if r["figure"]), None)
-    if runner:
-        text += f", {best['figure'] / runner['figure']:.2f}x the runner-up {runner['label']} ({runner['figure']:.4g})"
-    if not (best["valid"] and best["passed"]):
-        text += " (but it is invalid or failed its thresholds)"
-    return text
+def decide(ordered: list[dict[str, Any]], rank_by: str) -> dict[str, Any]:
+    """The winner, or the combinations tied within noise (analysis.ranking.decide)."""
+    rows = [{**r, "interval": None if r["interval"] is None else
+             Interval(r["interval"][0], math.inf if r["interval"][1] is None else r["interval"][1],
+                      r["interval_method"])} for r in ordered]
+    return ranking.decide(rows, rank_by)
 
 
-def intro_html(name: str, question: str, ordered: list[dict[str, Any]], skipped: list[Combination],
-               rank_by: str) -> str:
-    rows = [(r["rank"], r["label"], "-" if r["figure"] is None else f"{r['figure']:.4g}",
+def intro_html(name: str, question: str, doc: dict[str, Any], skipped: list[Combination]) -> str:
+    rank_by, ordered = doc["rank_by"], doc["ranking"]
+    tied = set(doc["tied"])
+    rows = [(r["rank"], r["label"], "-" if r["figure"] is None else f"{r['figure']:.4g}", _interval_text(r),
+             r["repeats"], "winner" if r["label"] == doc["winner_label"] else "tied" if r["label"] in tied else "",
              "yes" if r["valid"] else "NO", "yes" if r["passed"] else "no", r["folder"]) for r in ordered]
+    methods = sorted({r["interval_method"] for r in ordered if r["interval_method"]})
     html = (f"<h2>Sweep {esc(name)}: ranking by {esc(rank_by)}</h2>"
             + (f"<p>{esc(question)}</p>" if question else "")
-            + f"<div class='box'><p><b>{esc(explain(ordered, rank_by))}</b></p>"
-            "<p class='note'>Ranked by the figure among valid runs that passed their thresholds; "
-            "the first column of the table below is the winner (the baseline of the comparison).</p></div>"
-            + table(["rank", "combination", rank_by, "valid", "passed", "run folder"], rows, numeric_from=9))
+            + f"<div class='box'><p><b>{esc(doc['winner'])}</b></p>"
+            "<p class='note'>Ranked by the figure (the mean over repeats) among valid runs that passed their "
+            "thresholds. A winner is declared only when its interval does not overlap the runner-up's; "
+            f"intervals: {esc('; '.join(methods) or 'none')}. The first column of the table below is the best "
+            "(the baseline of the comparison); with repeats, each combination is shown by its repeat closest "
+            "to its mean.</p></div>"
+            + table(["rank", "combination", rank_by, "interval", "repeats", "verdict", "valid", "passed",
+                     "run folder"], rows, numeric_from=9))
     if skipped:
         html += "<h3>Skipped combinations</h3><ul class='tight'>" + "".join(
             f"<li>{esc(c.label)}: {esc(c.skip or '')}</li>" for c in skipped) + "</ul>"
     return html
+
+
+def _interval_text(row: dict[str, Any]) -> str:
+    if row["interval"] is None:
+        return "-"
+    low, high = row["interval"]
+    return f"[{low:.4g}, {'-' if high is None else f'{high:.4g}'}]"
 
 
 # measures one combination: (scenario, scenario path, folder) -> its summary or capacity result;
@@ -138,62 +188,78 @@ Measure = Callable[[Scenario, Path, Path], dict[str, Any] | None]
 
 def run_sweep(path: Path, overrides: list[str], sweep_dir: Path, measure: Measure,
               rank_by: str | None = None, say: Callable[[str], None] = print) -> tuple[int, dict[str, Any]]:
-    """Run (or resume) every combination with `measure(scenario, path, folder)` -> summary; rank; write pages."""
+    """Run (or resume) every combination `repeat` times with `measure(scenario, path, folder)` ->
+    summary, round by round (each round measures every combination once, so a burst of machine
+    load spreads over all of them); rank; decide; write sweep.json and the comparison page."""
     from harness.report.compare import write_comparison
 
     scenario, _ = load_scenario(path, overrides)
     combos = combinations(scenario, sweep_dir)
-    rank_by = rank_by or ("capacity" if scenario.capacity else scenario.sweep.rank_by)  # type: ignore[union-attr]
+    assert scenario.sweep is not None  # combinations() refuses a scenario without one
+    rank_by = rank_by or ("capacity" if scenario.capacity else scenario.sweep.rank_by)
+    repeat = scenario.sweep.repeat
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    results, skipped = [], []
-    for i, combo in enumerate(combos, 1):
-        head = f"[{i}/{len(combos)}] {combo.label}"
-        if combo.skip:
-            say(f"{head}: skipped, {combo.skip}")
-            skipped.append(combo)
-            continue
-        summary = complete(combo.folder)
-        kept = summary is not None
-        if summary is None:
-            shutil.rmtree(combo.folder, ignore_errors=True)
-            combo.folder.mkdir(parents=True)
-            one, one_path = load_scenario(path, overrides + combo.overrides())
-            try:
-                summary = measure(one, one_path, combo.folder)
-            except UserError as exc:
-                say(f"{head}: failed: {'; '.join(exc.messages)}")
-                skipped.append(Combination(combo.settings, combo.folder, "failed: " + "; ".join(exc.messages)))
+    skipped = [c for c in combos if c.skip]
+    for combo in skipped:
+        say(f"{combo.label}: skipped, {combo.skip}")
+    running = [c for c in combos if not c.skip]
+    measured: dict[str, list[tuple[Path, dict[str, Any]]]] = {c.label: [] for c in running}
+    failed: set[str] = set()
+    total, step = len(running) * repeat, 0
+    for k in range(1, repeat + 1):
+        for combo in running:
+            step += 1
+            if combo.label in failed:
                 continue
-            if summary is None or summary.get("interrupted"):
-                say(f"{head}: interrupted; rerun the same command to resume")
-                return EXIT_INTERRUPTED, {}
-        figure = figure_of(summary, rank_by)
-        say(f"{head}: {rank_by} {'-' if figure is None else f'{figure:.4g}'}"
-            f"{'' if summary.get('valid') else ' (INVALID)'}{' (complete from an earlier run, kept)' if kept else ''}")
-        results.append({"label": combo.label, "settings": combo.settings, "folder": str(combo.folder),
-                        "figure": figure, "valid": bool(summary.get("valid")),
-                        "passed": bool(summary.get("passed", True)), "run_dir": summary.get("run_dir")})
+            folder = combo.folder if repeat == 1 else layout.repeat_dir(combo.folder, k)
+            head = f"[{step}/{total}] {combo.label}" + (f" (repeat {k}/{repeat})" if repeat > 1 else "")
+            summary = complete(folder)
+            kept = summary is not None
+            if summary is None:
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir(parents=True)
+                one, one_path = load_scenario(path, overrides + combo.overrides())
+                try:
+                    summary = measure(one, one_path, folder)
+                except UserError as exc:
+                    say(f"{head}: failed: {'; '.join(exc.messages)}")
+                    failed.add(combo.label)
+                    skipped.append(Combination(combo.settings, combo.folder, "failed: " + "; ".join(exc.messages)))
+                    continue
+                if summary is None or summary.get("interrupted"):
+                    say(f"{head}: interrupted; rerun the same command to resume")
+                    return EXIT_INTERRUPTED, {}
+            figure = figure_of(summary, rank_by)
+            say(f"{head}: {rank_by} {'-' if figure is None else f'{figure:.4g}'}"
+                f"{'' if summary.get('valid') else ' (INVALID)'}"
+                f"{' (complete from an earlier run, kept)' if kept else ''}")
+            measured[combo.label].append((folder, summary))
+    results = [combine(c.label, c.settings, c.folder, measured[c.label], rank_by)
+               for c in running if c.label not in failed and measured[c.label]]
     ordered = rank(results, rank_by)
-    doc = {"name": scenario.name, "question": scenario.description, "rank_by": rank_by,
-           "ranking": ordered, "winner": explain(ordered, rank_by),
-           "skipped": [{"label": c.label, "reason": c.skip} for c in skipped]}
+    verdict = decide(ordered, rank_by)
+    doc = {"name": scenario.name, "question": scenario.description, "rank_by": rank_by, "repeat": repeat,
+           "ranking": ordered, "winner": verdict["text"], "winner_label": verdict["winner"],
+           "tied": verdict["tied"], "skipped": [{"label": c.label, "reason": c.skip} for c in skipped]}
     layout.write_json(sweep_dir / SWEEP_FILE, doc, SCHEMA_VERSION)
     run_dirs = [d for d in (Path(r["run_dir"] or r["folder"]) for r in ordered)
                 if (d / layout.SUMMARY).is_file()]  # a capacity search with no pass has none
     if len(run_dirs) >= 2:
         page, csv_path, _ = write_comparison(run_dirs, sweep_dir / "sweep.html",
-                                             intro_html(scenario.name, scenario.description, ordered,
-                                                        skipped, rank_by))
+                                             intro_html(scenario.name, scenario.description, doc, skipped))
         doc["page"], doc["csv"] = str(page), str(csv_path)
     usable = any(r["valid"] for r in ordered)
     return (EXIT_PASSED if usable else EXIT_INVALID_RUN), doc
 
 
 def print_ranking(doc: dict[str, Any], out: Any = sys.stdout) -> None:
+    tied = set(doc["tied"])
     for r in doc["ranking"]:
         figure = "-" if r["figure"] is None else f"{r['figure']:.4g}"
         flags = "" if r["valid"] and r["passed"] else "  (invalid or failed thresholds)"
-        print(f"  {r['rank']:>2}. {r['label']:<50} {doc['rank_by']} {figure}{flags}", file=out)
+        mark = "  winner" if r["label"] == doc["winner_label"] else "  tied" if r["label"] in tied else ""
+        print(f"  {r['rank']:>2}. {r['label']:<50} {doc['rank_by']} {figure} {_interval_text(r)}{mark}{flags}",
+              file=out)
     print(doc["winner"], file=out)
 
 

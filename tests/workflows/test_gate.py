@@ -46,7 +46,10 @@ def test_a_latency_regression_is_caught_and_named(tmp_path: Path) -> None:
 def test_a_throughput_drop_and_an_error_rise_are_caught(tmp_path: Path) -> None:
     base = fake_run(tmp_path / "base", seed=1)
     v = verdict_of(fake_run(tmp_path / "slow", seed=2, rps=80.0), base)
-    assert v["regressions"] == ["rps"]
+    # the fake runs ramp from 0 to 4 users, so the ramp's saturation throughput fell with the rest
+    assert v["regressions"] == ["rps", "saturation"]
+    saturation = next(r for r in v["metrics"] if r["metric"] == "saturation")
+    assert saturation["method"] == "stored figure" and saturation["ratio"] < 0.9
     v = verdict_of(fake_run(tmp_path / "errors", seed=3, error_rate=0.05), base)
     assert "error_rate" in v["regressions"]
 
