@@ -98,6 +98,8 @@ class ServerConfig:
     keyfile: str | None = knob(None, "PEM private key of certfile")
     access_log: bool = knob(False, "one line per request on stderr: client, request, status, bytes, "
                                    "milliseconds and the X-Request-ID header")
+    leak_kb_per_request: float = knob(0.0, "a deliberate leak to try soak verdicts on: every answered inference "
+                                           "request keeps this many KiB for the worker's life (0 = off)", minimum=0)
     exit_with_parent: bool = knob(False, "stop when the process that started the server dies", scenario=False)
 
     @classmethod

@@ -132,6 +132,8 @@ class InferenceService:
         self.logger = logger
         self.max_body = config.max_body_bytes
         self.auth = BearerCheck(config.auth_token) if config.auth_token else None
+        self.leak_bytes = int(config.leak_kb_per_request * 1024)
+        self.leaked: list[bytes] = []  # leak_kb_per_request's hoard: never freed, on purpose
 
     # --- inference -------------------------------------------------------------------------------
 
@@ -235,6 +237,8 @@ class InferenceService:
     def _answer(self, route: Route, started: float, result: InferenceResult,
                 encode: Callable[[np.ndarray], Reply]) -> Reply:
         reply = encode(result.outputs)
+        if self.leak_bytes:
+            self.leaked.append(b"L" * self.leak_bytes)  # written, so the pages count in RSS
         total = time.perf_counter() - started
         metrics.observe(route.endpoint, 200, total, result.queue_s, result.infer_s, result.batch_rows)
         reply.headers.append(("Server-Timing", server_timing(result.queue_s, result.infer_s, total)))

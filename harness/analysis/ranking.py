@@ -86,8 +86,9 @@ def decide(ordered: list[dict[str, Any]], figure: str) -> dict[str, Any]:
     missing = [r["label"] for r in (best, runner) if r["interval"] is None]
     if missing:
         return {"winner": None, "tied": [best["label"], runner["label"]],
-                "text": (f"No winner declared: best is {head}, but {', '.join(missing)} has no interval "
-                         f"({figure} has no per-window measure in a single run); set sweep.repeat (e.g. 3)")}
+                "text": (f"No winner declared: best is {head}, but {', '.join(missing)} has no interval (one "
+                         "run gives one only for a figure measured per window, over at least 5 measured "
+                         "seconds); set sweep.repeat (e.g. 3)")}
     if not overlaps(best["interval"], runner["interval"]):
         ratio = best["figure"] / runner["figure"] if runner["figure"] else math.inf
         return {"winner": best["label"], "tied": [],

@@ -35,10 +35,11 @@ class Combination:
     settings: dict[str, Any]
     folder: Path
     skip: str | None = None
+    copy: int = 1  # the same settings listed again (an A/A check of the noise): 2, 3, ...
 
     @property
     def label(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in self.settings.items())
+        return " ".join(f"{k}={v}" for k, v in self.settings.items()) + (f" (copy {self.copy})" if self.copy > 1 else "")
 
     def overrides(self) -> list[str]:
         return [f"target.server.{k}={json.dumps(v)}" for k, v in self.settings.items()]
@@ -53,17 +54,20 @@ def combinations(scenario: Scenario, sweep_dir: Path) -> list[Combination]:
     base = (scenario.target.server or ServerSettings()).model_dump()
     matrix = scenario.sweep.server
     cores = available_cores()
-    out = []
+    out: list[Combination] = []
+    seen: dict[str, int] = {}
     for values in itertools.product(*matrix.values()):
         settings = dict(zip(matrix, values))
         slug = re.sub(r"[^A-Za-z0-9_.=-]+", "-", "_".join(f"{k}={v}" for k, v in settings.items()))
+        copy = seen[slug] = seen.get(slug, 0) + 1
+        slug += f"_copy{copy}" if copy > 1 else ""
         config = ServerConfig.from_mapping({**base, **settings})
         problems = config.problems()
         skip = "invalid: " + "; ".join(problems) if problems else None
         if skip is None and config.workers * config.resolved_torch_threads > cores:
             skip = (f"oversubscribes the cores: {config.workers} workers x {config.resolved_torch_threads} "
                     f"torch threads > {cores} available cores")
-        out.append(Combination(settings, sweep_dir / slug, skip))
+        out.append(Combination(settings, sweep_dir / slug, skip, copy))
     return out
 
 
@@ -224,7 +228,8 @@ def run_sweep(path: Path, overrides: list[str], sweep_dir: Path, measure: Measur
                 except UserError as exc:
                     say(f"{head}: failed: {'; '.join(exc.messages)}")
                     failed.add(combo.label)
-                    skipped.append(Combination(combo.settings, combo.folder, "failed: " + "; ".join(exc.messages)))
+                    skipped.append(Combination(combo.settings, combo.folder, "failed: " + "; ".join(exc.messages),
+                                               combo.copy))
                     continue
                 if summary is None or summary.get("interrupted"):
                     say(f"{head}: interrupted; rerun the same command to resume")

@@ -2,6 +2,7 @@
 Little's law, knee, soak verdicts, resource series, and the Prometheus scraper and readers."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -289,3 +290,28 @@ def test_scraper_gives_up_quietly_without_metrics(metrics_server: str, tmp_path:
     unreachable._thread.join(timeout=10)
     unreachable.stop()
     assert len(logged) == 2 and not (tmp_path / "m2.csv").exists()
+
+
+def test_summary_json_carries_the_knee_and_the_soak_verdict_as_gateable_figures(tmp_path: Path) -> None:
+    from harness.results import figures
+    from tests.support.fake_runs import fake_run
+
+    ramp = json.loads((fake_run(tmp_path / "ramp", seed=1) / "summary.json").read_text())
+    assert ramp["knee"]["unit"] == "users" and "knee_users" in ramp["knee"] and ramp["knee"]["rule"] == trends.KNEE_RULE
+    assert figures.value(ramp, "saturation_rps") == ramp["knee"]["saturation_rps"] > 0
+    assert "soak" not in ramp  # a 20 s ramp is no soak
+
+    leak = fake_run(tmp_path / "leak", seconds=90, steady=True, server_rss=(300.0, 0.5),
+                    thresholds=["soak_verdict != leaking", "rss_growth_mb_per_h < 50"])
+    summary = json.loads((leak / "summary.json").read_text())
+    soak = summary["soak"]
+    assert soak["verdict"] == "leaking" and soak["rss_mb_per_hour"] == pytest.approx(1800, rel=0.05)
+    assert soak["rss_r2"] > 0.9 and soak["workers"][0]["pid"] == 4242 and soak["rule"] == trends.SOAK_RULE
+    assert {"p50_drift", "p99_drift", "p50_ms_per_hour", "p99_ms_per_hour"} <= soak.keys()
+    assert [t["passed"] for t in summary["thresholds"]] == [False, False]
+    assert summary["exit_code"] == 1 and "knee" not in summary  # steady: one load level, no ramp
+
+    flat = fake_run(tmp_path / "flat", seconds=90, steady=True, server_rss=(300.0, 0.0),
+                    thresholds=["soak_verdict != leaking"])
+    summary = json.loads((flat / "summary.json").read_text())
+    assert summary["soak"]["verdict"] == "stable" and summary["exit_code"] == 0

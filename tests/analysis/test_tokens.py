@@ -10,8 +10,8 @@ import pytest
 
 from harness.analysis.tokens import meets, token_figures, token_windows
 from harness.engines.sse import OpenAIStream
-from harness.results.samples import NOT_SENT, Sample, SampleWriter
 from harness.report.compare_charts import pareto_front
+from harness.results.samples import NOT_SENT, Sample, SampleWriter
 from harness.results.tokens import read_streams
 
 

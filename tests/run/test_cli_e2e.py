@@ -12,7 +12,15 @@ import psutil
 import pytest
 
 from tests.support import SMOKE
-from tests.support.cli import HarnessProcess, assert_all_gone, assert_exit, complete_rows, harness, started_pids, wait_until
+from tests.support.cli import (
+    HarnessProcess,
+    assert_all_gone,
+    assert_exit,
+    complete_rows,
+    harness,
+    started_pids,
+    wait_until,
+)
 from tests.support.rawserver import OK_JSON, RawServer, dead_port, read_request, respond_forever
 
 pytestmark = pytest.mark.e2e

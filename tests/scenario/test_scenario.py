@@ -101,6 +101,10 @@ def test_wrong_types_each_reported_at_once() -> None:
     ("p95_ms <", "not a threshold expression"),
     ("p95_ms ~ 3", "not a threshold expression"),
     ("latency < 3", "unknown metric"),
+    ("soak_verdict < 3", "soak_verdict is a verdict: write `soak_verdict == WORD`"),
+    ("soak_verdict != broken", "WORD one of stable, drifting, leaking"),
+    ("p95_ms == 200", "== judges a verdict figure (soak_verdict)"),
+    ("p95_ms < fast", "p95_ms is a number: 'fast' is not one"),
 ])
 def test_bad_threshold_expression(expr: str, fragment: str) -> None:
     doc = spike()
@@ -195,6 +199,30 @@ def test_threshold_evaluation() -> None:
     assert parse_threshold("error_rate < 0.01").evaluate(summary)["passed"] is False
     assert parse_threshold("rps >= 1000").evaluate(summary)["passed"] is True
     assert parse_threshold("p99_ms < 1").evaluate(summary)["passed"] is False  # missing value fails
+
+
+def test_verdict_and_trend_thresholds() -> None:
+    leaking = {"soak": {"verdict": "leaking", "rss_mb_per_hour": 120.0}, "knee": {"knee_users": 8.0}}
+    assert parse_threshold("soak_verdict != leaking").evaluate(leaking)["passed"] is False
+    assert parse_threshold("soak_verdict == leaking").evaluate(leaking) == {
+        "expression": "soak_verdict == leaking", "metric": "soak_verdict", "name": None, "observed": "leaking",
+        "limit": "leaking", "op": "==", "passed": True}
+    assert parse_threshold("rss_growth_mb_per_h < 50").evaluate(leaking)["passed"] is False
+    assert parse_threshold("knee_users >= 8").evaluate(leaking)["passed"] is True
+    # a run that was no soak (no soak block) cannot show it is not leaking
+    assert parse_threshold("soak_verdict != leaking").evaluate({})["passed"] is False
+
+
+def test_capacity_thresholds_judge_the_search_and_only_there() -> None:
+    doc = spike()
+    doc["capacity"] = {"slo": ["p99_ms < 100"]}
+    doc["thresholds"] = ["capacity_rps >= 150"]
+    assert validate(doc, base_dir=Path(".")).parsed_thresholds[0].metric == "capacity_rps"
+    doc["thresholds"] = ["capacity_rps >= 150", "p95_ms < 20"]
+    assert "what each probe must meet belongs in capacity.slo" in problems(doc)[0]
+    del doc["capacity"]
+    doc["thresholds"] = ["capacity_rps >= 150"]
+    assert "judge a capacity search; this scenario has no capacity: block" in problems(doc)[0]
 
 
 @pytest.mark.parametrize("payload,reason", [

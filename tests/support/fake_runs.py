@@ -12,13 +12,17 @@ from harness.results import summary as summary_mod
 from harness.results.summary import RunResult, Summary
 from harness.scenario.plan import LoadPlan
 from harness.scenario.schema import Scenario
+from harness.scenario.thresholds import parse_threshold
 
 
 def fake_run(path: Path, *, latency_ms: float = 20.0, rps: float = 100.0, seconds: int = 20, seed: int = 0,
              error_rate: float = 0.0, valid: bool = True, check: dict | None = None,
-             server: dict | None = None, system_cpu: float | None = None) -> Path:
-    """A run folder with noisy closed-model-like samples, its summary.json and scenario.yaml; with
-    `system_cpu`, a resources.csv whose whole-machine CPU reads that (% of all cores) every 0.5 s."""
+             server: dict | None = None, system_cpu: float | None = None, steady: bool = False,
+             server_rss: tuple[float, float] | None = None, thresholds: list[str] | None = None) -> Path:
+    """A run folder with noisy closed-model-like samples (a ramp from 0 to 4 users, or 4 users
+    throughout when `steady`), its summary.json and scenario.yaml; with `system_cpu`, a
+    resources.csv whose whole-machine CPU reads that (% of all cores) every 0.5 s; with
+    `server_rss` (MB at the start, MB/s of growth), a server worker's RSS there too."""
     rng = np.random.default_rng(seed)
     n = int(rps * seconds)
     intended = np.sort(rng.uniform(0, seconds, n))
@@ -29,16 +33,24 @@ def fake_run(path: Path, *, latency_ms: float = 20.0, rps: float = 100.0, second
                        "stage": 0, "gen": 0, "srv_queue_ms": "", "srv_infer_ms": ""})
     path.mkdir(parents=True)
     df.to_csv(path / "samples-0.csv", index=False)
+    ticks = np.arange(0.5, seconds + 0.25, 0.5)
+    frames = []
     if system_cpu is not None:
-        ticks = np.arange(0.5, seconds + 0.25, 0.5)
-        pd.DataFrame({"t": ticks, "role": "system", "pid": 0, "cpu_percent": system_cpu, "rss_bytes": 0,
-                      "threads": 0}).to_csv(path / "resources.csv", index=False)
+        frames.append(pd.DataFrame({"t": ticks, "role": "system", "pid": 0, "cpu_percent": system_cpu,
+                                    "rss_bytes": 0, "threads": 0}))
+    if server_rss is not None:
+        rss_mb = server_rss[0] + server_rss[1] * ticks + rng.normal(0, 0.3, ticks.size)
+        frames.append(pd.DataFrame({"t": ticks, "role": "server_worker", "pid": 4242, "cpu_percent": 50.0,
+                                    "rss_bytes": (rss_mb * 2**20).astype(np.int64), "threads": 4}))
+    if frames:
+        pd.concat(frames).sort_values("t", kind="stable").to_csv(path / "resources.csv", index=False)
     meta = {"name": "fake", "engine": "threadpool", "load_model": "closed", "arrival": None,
             "generator_processes": 1, "target": {"url": "http://127.0.0.1:1", "bundled": True,
                                                  "endpoint": "/predict", "server": None, "server_settings": server}}
-    plan = LoadPlan.from_stages("closed", [(float(seconds), 4.0)], warmup=2.0)
-    summary = summarize.build(path, meta=meta, plan=plan, thresholds=[], max_in_flight=256,
-                                stopped_at=seconds, interrupted=False, reasons=[] if valid else ["generator saturated"])
+    plan = LoadPlan.from_stages("closed", [(float(seconds), 4.0)], start=4.0 if steady else 0.0, warmup=2.0)
+    summary = summarize.build(path, meta=meta, plan=plan, thresholds=[parse_threshold(t) for t in thresholds or []],
+                              max_in_flight=256, stopped_at=seconds, interrupted=False,
+                              reasons=[] if valid else ["generator saturated"])
     summary_mod.write(path, summary)
     stages = [{"duration": float(seconds), "target": 4.0}]
     (path / "scenario.yaml").write_text(yaml.safe_dump({"name": "fake", "check": check or {},

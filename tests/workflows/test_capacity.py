@@ -77,3 +77,24 @@ def test_a_scenario_without_capacity_block_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(UserError, match="no capacity: block"):
         search_capacity(write(tmp_path, SCENARIO.split("capacity:")[0]), [], tmp_path / "out", FakeTarget(1.0))
+
+
+def test_the_capacity_is_said_with_its_bracket_and_gated_by_thresholds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import harness.workflows.single
+    from harness.workflows.capacity import capacity_command
+
+    gated = write(tmp_path, SCENARIO + "thresholds: [capacity_rps >= 150]\n")
+    result = search_capacity(gated, [], tmp_path / "ok", FakeTarget(173.0), say=lambda _: None)
+    low, high = result["capacity_rps"], result["first_failing_rps"]
+    assert result["boundary"]["last_passing"] == ["pass", "pass"]  # found, then confirmed
+    assert result["uncertainty"] == (f"between {low:.6g} req/s last passing, passed 2 of 2 probes and "
+                                     f"{high:.6g} req/s first failing, failed 1 of 1 probes")
+    assert result["passed"] and result["thresholds"][0]["observed"] == low
+
+    monkeypatch.setattr(harness.workflows.single, "probe", FakeTarget(60.0))
+    assert capacity_command(gated, [], tmp_path / "low") == 1  # capacity ~60 < 150: the build fails
+    out = capsys.readouterr().out
+    assert "threshold capacity_rps >= 150: observed" in out and "FAIL" in out
+    monkeypatch.setattr(harness.workflows.single, "probe", FakeTarget(400.0))
+    assert capacity_command(gated, [], tmp_path / "high") == 0

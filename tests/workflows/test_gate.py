@@ -277,3 +277,33 @@ def test_one_slow_repeat_out_of_three_is_not_a_regression_but_three_are(tmp_path
 
     v = gate.run_check([all_slow], [base], [])
     assert v["verdict"] == "regression" and "rps" in v["regressions"]
+
+
+def test_the_ramps_saturation_and_knee_are_gated_with_repeats_as_values(tmp_path: Path) -> None:
+    base = repeated(tmp_path / "base", [100, 100, 100], seed=40)
+    slow = repeated(tmp_path / "slow", [70, 70, 70], seed=50)
+    v = gate.run_check([slow], [base], [])
+    saturation = next(r for r in v["metrics"] if r["metric"] == "saturation")
+    assert saturation["method"] == "bootstrap mean of the repeats' values (3 run, 3 baseline)"
+    assert saturation["status"] == "regression" and saturation["ci_high"] < 0.9
+    same = gate.run_check([repeated(tmp_path / "same", [100, 100, 100], seed=60)], [base], [])
+    assert next(r for r in same["metrics"] if r["metric"] == "saturation")["status"] == "ok"
+    # a knee is judged only where both sides found one (these fake ramps never bend)
+    assert all(r["metric"] != "knee" for r in v["metrics"])
+    knee_base = json.loads((base / "repeat-1" / "summary.json").read_text())["knee"]
+    assert knee_base["knee_users"] is None and knee_base["text"].startswith("no knee up to")
+
+
+def test_a_knee_that_moved_down_is_a_regression() -> None:
+    from harness.scenario.schema import Check
+
+    def side(*knees: float) -> gate.Side:
+        return gate.Side([Path(f"r{k}") for k in range(len(knees))],
+                         [{"valid": True, "knee": {"knee_users": k, "saturation_rps": 100.0}} for k in knees], None)
+
+    moved = gate.judge(side(4.0), side(8.0), Check())
+    knee = next(r for r in moved["metrics"] if r["metric"] == "knee")
+    assert knee["status"] == "regression" and knee["ratio"] == 0.5 and knee["method"] == "stored figure"
+    assert moved["verdict"] == "regression" and moved["regressions"] == ["knee"]
+    held = gate.judge(side(8.0, 8.0, 12.0), side(8.0, 12.0, 8.0), Check())
+    assert next(r for r in held["metrics"] if r["metric"] == "knee")["status"] == "ok"

@@ -143,18 +143,6 @@ def test_sweep_settings_are_checked_with_their_location(tmp_path: Path) -> None:
         sweep.combinations(load_scenario(SMOKE)[0], tmp_path)
 
 
-@pytest.mark.e2e
-def test_a_real_two_combination_sweep(tmp_path: Path) -> None:
-    path = write(tmp_path, SCENARIO.replace(
-        "{threads: [1, 4], workers: [1, 4], lock: [none, global], max_batch: [1, 8]}", "{threads: [1, 4]}"))
-    result = harness("sweep", str(path), "--out", str(tmp_path / "out"))
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Winner: threads=4" in result.stdout
-    assert (tmp_path / "out" / "sweep.html").is_file()
-    for folder in (tmp_path / "out").glob("threads=*"):
-        assert_all_gone(folder)
-
-
 def test_with_capacity_configured_the_sweep_ranks_by_capacity(tmp_path: Path) -> None:
     from harness.workflows.capacity import search_capacity
 
@@ -179,3 +167,79 @@ def test_with_capacity_configured_the_sweep_ranks_by_capacity(tmp_path: Path) ->
     lines: list[str] = []
     sweep.run_sweep(path, [], tmp_path / "out", measure, say=lines.append)
     assert all("earlier run" in line for line in lines)
+
+
+class NoisyMeasure(FakeMeasure):
+    """FakeMeasure whose throughput also varies between runs of the same settings by `spread`."""
+
+    def __init__(self, spread: float) -> None:
+        super().__init__()
+        self.spread = spread
+
+    def __call__(self, scenario: Scenario, path: Path, folder: Path) -> dict[str, Any]:
+        settings = scenario.target.server.model_dump()
+        self.calls.append(settings)
+        folder.rmdir()
+        wobble = 1 + self.spread * ((len(self.calls) * 7919) % 11 - 5) / 5  # deterministic, within +-spread
+        fake_run(folder, rps=50.0 * settings["threads"] * wobble, seed=len(self.calls), server=settings)
+        return json.loads((folder / "summary.json").read_text())
+
+
+def test_repeats_run_round_by_round_and_name_a_winner_only_past_the_noise(tmp_path: Path) -> None:
+    clear = write(tmp_path, SCENARIO.replace("{threads: [1, 4], workers: [1, 4], lock: [none, global], "
+                                             "max_batch: [1, 8]}", "{threads: [1, 4]}"))
+    measure = NoisyMeasure(0.03)
+    code, doc = sweep.run_sweep(clear, ["sweep.repeat=3"], tmp_path / "clear", measure, say=lambda _: None)
+    assert code == 0 and [c["threads"] for c in measure.calls] == [1, 4, 1, 4, 1, 4]  # interleaved rounds
+    best = doc["ranking"][0]
+    assert doc["winner_label"] == "threads=4" and doc["repeat"] == 3 and best["repeats"] == 3
+    assert best["interval_method"] == "95% t interval of the mean of 3 repeats" and len(best["values"]) == 3
+    assert sorted(p.name for p in (tmp_path / "clear" / "threads=4").iterdir()) == ["repeat-1", "repeat-2",
+                                                                                   "repeat-3"]
+    # the same settings twice (an A/A sweep): one measurement, tied within noise whatever the draws
+    same = write(tmp_path, SCENARIO.replace("{threads: [1, 4], workers: [1, 4], lock: [none, global], "
+                                            "max_batch: [1, 8]}", "{threads: [4, 4]}"))
+    code, doc = sweep.run_sweep(same, ["sweep.repeat=3"], tmp_path / "same", NoisyMeasure(0.05), say=lambda _: None)
+    assert doc["winner_label"] is None and doc["tied"] in (["threads=4", "threads=4 (copy 2)"],
+                                                           ["threads=4 (copy 2)", "threads=4"])
+    assert (tmp_path / "same" / "threads=4_copy2" / "repeat-3" / "summary.json").is_file()
+    # resuming keeps every complete repeat
+    again = NoisyMeasure(0.05)
+    sweep.run_sweep(same, ["sweep.repeat=3"], tmp_path / "same", again, say=lambda _: None)
+    assert again.calls == []
+
+
+AA_SCENARIO = """
+name: aa
+target:
+  server: {model: sleep, worker_class: gthread, threads: 4}
+load:
+  stages: [{duration: 7s, target: 4}]
+  start: 4
+  warmup: 1s
+"""
+
+
+@pytest.mark.e2e
+def test_a_real_sweep_of_the_same_settings_twice_is_a_tie(tmp_path: Path) -> None:
+    path = write(tmp_path, AA_SCENARIO + "sweep:\n  server: {sleep_ms: [20, 20]}\n  repeat: 2\n")
+    result = harness("sweep", str(path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No winner: " in result.stdout and "tied within noise" in result.stdout
+    doc = json.loads((tmp_path / "out" / sweep.SWEEP_FILE).read_text())
+    assert doc["winner_label"] is None and len(doc["tied"]) == 2
+    for folder in (tmp_path / "out").glob("sleep_ms=*/repeat-*"):
+        assert_all_gone(folder)
+
+
+@pytest.mark.e2e
+def test_a_real_sweep_of_20_and_30_ms_names_the_faster(tmp_path: Path) -> None:
+    path = write(tmp_path, AA_SCENARIO + "sweep:\n  server: {sleep_ms: [30, 20]}\n")
+    result = harness("sweep", str(path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    doc = json.loads((tmp_path / "out" / sweep.SWEEP_FILE).read_text())
+    assert doc["winner_label"] == "sleep_ms=20", result.stdout
+    assert "Winner: sleep_ms=20" in result.stdout and "one-second windows" in doc["ranking"][0]["interval_method"]
+    assert (tmp_path / "out" / "sweep.html").is_file()
+    for folder in (tmp_path / "out").glob("sleep_ms=*"):
+        assert_all_gone(folder)
