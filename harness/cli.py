@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override one scenario value, e.g. --set load.stages[1].target=64 (repeatable)")
     run.add_argument("--quiet", action="store_true", help="no progress line")
+    run.add_argument("--metrics-port", type=int, metavar="PORT",
+                     help="serve the run's live figures for Prometheus on 127.0.0.1:PORT/metrics "
+                          "(the scenario's `metrics_port:`)")
     run.add_argument("--repeat", type=int, metavar="N",
                      help="measure N times, each in RUN_DIR/repeat-K (the scenario's `repeat:`)")
 
@@ -111,6 +114,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.workflows.single import load_scaled, run_command, run_overrides
 
     overrides = run_overrides(args.overrides, args.url, args.repeat) + tls_overrides(args)
+    if args.metrics_port is not None:
+        overrides.append(f"metrics_port={args.metrics_port}")
     scenario, path = load_scaled(Path(args.scenario), overrides, args.duration)
     return run_command(scenario, path, args.out, args.quiet)
 

@@ -19,5 +19,6 @@ extra=""
   2> >(grep -v -e 'is ignored: it is neither' -e 'BuildBackendWarning' >&2)
 if [ "$dev" = 1 ]; then
   bash scripts/install-browser.sh >/dev/null  # headless Chromium + driver for the browser tests
+  bash scripts/install-prometheus.sh >/dev/null  # Prometheus for the live-metrics test
 fi
 echo "installed into .venv (python: $(.venv/bin/python --version 2>&1))"

@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from target_server import metrics, readiness
 from target_server.config import GENERATIVE, ServerConfig
+from target_server.device import resolve_device
 from target_server.inference import Forward, make_strategy
 from target_server.models import REGISTRY, build_model, warm_up
 from target_server.requestlog import RequestIdWSGI
@@ -87,11 +88,15 @@ def create_generative_app(config: ServerConfig) -> Flask:
 def build_service(config: ServerConfig, logger: logging.Logger) -> InferenceService:
     """The model built, warmed up and behind its strategy: what both web layers serve."""
     spec = REGISTRY[config.model]
+    device = resolve_device(config.device) if spec.uses_torch else "cpu"  # here, in the worker: after the fork
     if spec.uses_torch:
         torch.set_num_threads(config.resolved_torch_threads)
     module = build_model(config.model, weights=config.weights, sleep_ms=config.sleep_ms)
-    warm_up(spec, module)
-    return InferenceService(config, spec, make_strategy(config, Forward(spec, module)), logger)
+    if module is not None:
+        module = module.to(device)
+    forward = Forward(spec, module, device)
+    warm_up(spec, module, device)
+    return InferenceService(config, spec, make_strategy(config, forward), logger, device)
 
 
 def _register_errors(app: Flask) -> None:

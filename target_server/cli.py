@@ -61,6 +61,7 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from target_server.device import DeviceUnavailable, resolve_device
     from target_server.launcher import check_weights_before_start, serve
 
     try:
@@ -83,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_PORT_IN_USE
     try:
         check_weights_before_start(config)
-    except WeightsError as exc:
+        if config.device == "cuda":
+            resolve_device("cuda")  # NVML only: the master leaves CUDA uninitialised for its workers
+    except (WeightsError, DeviceUnavailable) as exc:
         print(f"target_server: error: {exc}", file=sys.stderr)
         return EXIT_BAD_USAGE
     return serve(config)

@@ -90,6 +90,8 @@ class ServerConfig:
                                   "streams for one chunk's time only", minimum=1)
     weights: str | None = knob(None, "state_dict or bundle file (linear, mlp)")
     sleep_ms: float = knob(20.0, "forward time of the sleep model", minimum=0)
+    device: str = knob("auto", "where the model runs: cpu, cuda, or auto (cuda when available); loaded in each "
+                               "worker after the fork", choices=("auto", "cpu", "cuda"))
     auth_token: str | None = field(default=None, repr=False, metadata={
         "help": "require 'Authorization: Bearer TOKEN'", "choices": None, "minimum": None, "scenario": True})
     tls: bool = knob(False, "serve HTTPS: with certfile/keyfile, or a self-signed certificate for 127.0.0.1 "
@@ -160,6 +162,8 @@ class ServerConfig:
             out.append("lock: the batcher already serialises forwards; use lock none with max_batch > 1")
         if self.model == GENERATIVE:
             out += self._generative_problems()
+            if self.device == "cuda":
+                out.append("device: tinylm runs on the CPU; use device cpu or auto")
         if self.framework == "fastapi":
             return out  # one event loop per worker: the WSGI worker rules below do not apply
         if self.worker_class == "sync" and self.threads > 1:

@@ -52,7 +52,7 @@ class SleepModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         time.sleep(self.sleep_s)
-        return torch.zeros((x.shape[0], 1), dtype=torch.float32)
+        return torch.zeros((x.shape[0], 1), dtype=torch.float32, device=x.device)
 
 
 def fill_article_dummy_weights(model: SimpleModel) -> SimpleModel:
@@ -153,11 +153,11 @@ def build_model(name: str, *, weights: str | None = None, sleep_ms: float = 20.0
     return module.eval()
 
 
-def warm_up(spec: ModelSpec, module: nn.Module | None, rounds: int = 3) -> None:
-    """Run a few forwards so the first real request does not pay for lazy init."""
+def warm_up(spec: ModelSpec, module: nn.Module | None, device: str = "cpu", rounds: int = 3) -> None:
+    """Run a few forwards so the first real request does not pay for lazy init (CUDA kernels too)."""
     if module is None:
         return
-    x = torch.zeros((1, spec.input_width), dtype=torch.float32)
+    x = torch.zeros((1, spec.input_width), dtype=torch.float32, device=device)
     with torch.inference_mode():
         for _ in range(rounds):
             module(x)

@@ -125,8 +125,10 @@ def json_reply(status: int, doc: object, headers: Headers | None = None) -> Repl
 class InferenceService:
     """One worker's model behind the inference routes and the GET documents."""
 
-    def __init__(self, config: ServerConfig, spec: ModelSpec, strategy: Strategy, logger: logging.Logger) -> None:
+    def __init__(self, config: ServerConfig, spec: ModelSpec, strategy: Strategy, logger: logging.Logger,
+                 device: str = "cpu") -> None:
         self.config = config
+        self.device = device  # where the model runs (config.device resolved in this worker)
         self.spec = spec
         self.strategy = strategy
         self.logger = logger
@@ -285,7 +287,8 @@ class InferenceService:
             "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, spec.input_width]}],
             "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, spec.output_width]}],
             "parameters": {"settings": config.describe(), "max_rows": config.max_rows,
-                           "max_body_bytes": config.max_body_bytes, "framework": config.framework},
+                           "max_body_bytes": config.max_body_bytes, "framework": config.framework,
+                           "device": self.device},
         })
 
     def model_config(self, name: str) -> tuple[int, dict[str, Any]]:

@@ -91,9 +91,12 @@ def decide(ordered: list[dict[str, Any]], figure: str) -> dict[str, Any]:
                          "seconds); set sweep.repeat (e.g. 3)")}
     if not overlaps(best["interval"], runner["interval"]):
         ratio = best["figure"] / runner["figure"] if runner["figure"] else math.inf
+        caveat = ("; from one run each, whose intervals see only the noise within a run: confirm with "
+                  "--repeat 3" if "(one run)" in best["interval"].method else "")
         return {"winner": best["label"], "tied": [],
                 "text": (f"Winner: {head}, {ratio:.2f}x the runner-up {runner['label']} "
-                         f"({runner['figure']:.4g}{_show(runner['interval'])}); the intervals do not overlap")}
+                         f"({runner['figure']:.4g}{_show(runner['interval'])}); the intervals do not overlap"
+                         + caveat)}
     tied = [r["label"] for r in usable if r["interval"] is not None and overlaps(best["interval"], r["interval"])]
     return {"winner": None, "tied": tied,
             "text": (f"No winner: {', '.join(tied)} are tied within noise (their intervals overlap the best's; "

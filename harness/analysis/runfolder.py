@@ -1,7 +1,7 @@
 """One run folder read and analysed once, for the run report and the comparison page."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from harness.analysis import trends
 from harness.analysis.windows import little_check, windows
 from harness.errors import UserError
 from harness.results import summary as summary_mod
+from harness.results.gpu import read_gpu
 from harness.results.meta import read_plan
 from harness.results.metrics import read_metrics
 from harness.results.resources import SERVER_ROLES, read_resources
@@ -66,6 +67,7 @@ class RunAnalysis:
     little: dict[str, Any]
     efficiency: float | None  # requests per server CPU-second over the measured window
     tokens: TokenAnalysis | None = None  # a generative run's token timing
+    gpu: pd.DataFrame = field(default_factory=pd.DataFrame)  # gpu.csv (empty without GPU telemetry)
 
     @property
     def warmup(self) -> float:
@@ -126,4 +128,4 @@ def analyse_run(run_dir: Path) -> RunAnalysis:
         histogram=analysis.latency_histogram(latency), knee=knee,
         soak=soak, little=little_check(measured, summary["load_model"]),
         efficiency=analysis.requests_per_cpu_second(float(summary["requests"]), cpu_s),
-        tokens=analyse_tokens(run_dir, summary, warmup, until))
+        tokens=analyse_tokens(run_dir, summary, warmup, until), gpu=read_gpu(run_dir))

@@ -10,6 +10,7 @@ from harness.analysis import stats, tokens, trends, validity
 from harness.analysis.windows import windows
 from harness.errors import EXIT_INTERRUPTED, EXIT_INVALID_RUN, EXIT_PASSED, EXIT_THRESHOLD_FAILED
 from harness.results import checks
+from harness.results.gpu import gpu_figures, read_gpu
 from harness.results.meta import environment
 from harness.results.resources import SERVER_ROLES, read_resources
 from harness.results.samples import NOT_SENT, read_samples
@@ -104,6 +105,7 @@ def build(run_dir: Path, *, meta: dict[str, Any], plan: LoadPlan, thresholds: li
            tokens.token_figures(stats.measured(streams, plan.warmup, until), window, measured_s, goodput)),
         **resource_figures(resources, plan.warmup, until),
         **trends.summary_blocks(knee, soak),
+        **({"gpu": gpu} if (gpu := gpu_figures(read_gpu(run_dir), plan.warmup, until)) is not None else {}),
         "valid": verdict.valid,
         "invalid_reasons": verdict.reasons,
         "notes": verdict.notes,

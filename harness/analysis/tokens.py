@@ -101,7 +101,8 @@ def token_windows(streams: pd.DataFrame, until: float, width: float = 1.0,
                   slo: dict[str, float | None] | None = None, start: float = 0.0) -> pd.DataFrame:
     """Per window [t, t + width) from `start` to `until`: TTFT and ITL p50/p95/p99 (requests by intended
     send time, their gaps with them), output tokens/s by arrival (each token chunk at the time it
-    came, carrying its request's tokens ÷ chunks), successful streamed requests/s and, with
+    came, carrying its request's tokens ÷ chunks, whenever its request was sent), successful
+    streamed requests/s and, with
     objectives, goodput_rps."""
     count = max(int(np.ceil((until - start) / width - 1e-9)), 1)
     t = start + np.arange(count) * width
@@ -118,7 +119,9 @@ def token_windows(streams: pd.DataFrame, until: float, width: float = 1.0,
     gaps = np.concatenate(list(ok["gaps"])) if len(ok) else np.zeros(0)
     out["itl_p50_ms"], out["itl_p95_ms"], out["itl_p99_ms"] = grouped_quantiles(gap_slot, gaps, count,
                                                                                  (0.5, 0.95, 0.99))
-    arrivals, weights = token_arrivals(ok)
+    # by arrival: the tokens of every stream that came in the window, its request sent before `start`
+    # (a stream begun in the warm-up) or not, so the first windows are not short of tokens
+    arrivals, weights = token_arrivals(streams.loc[per_request(streams).index] if not inside.all() else ok)
     counts, _ = np.histogram(arrivals, bins=np.append(t, start + count * width), weights=weights)
     out["output_tokens_per_s"] = counts / width
     out["ok_streams_per_s"] = np.bincount(slot, minlength=count)[:count] / width

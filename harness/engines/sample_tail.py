@@ -1,5 +1,6 @@
-"""Progress from sample files being written by another process (the Locust engine): read the
-complete lines appended since the last call and summarise them like a generator's report."""
+"""Sample files being written by other processes, read as they grow: the complete lines appended
+since the last call, summarised like a generator's report (the Locust engine's progress) or handed
+on as they are (the live metrics)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,6 +36,11 @@ class SampleTail:
                     latencies.append(latency)
             out.append(ProgressMessage(gen, self.sent.get(gen, 0), self.errors.get(gen, 0), latencies))
         return out
+
+    def new_rows(self) -> list[str]:
+        """Every complete line appended to any sample file since the last call (header lines too)."""
+        return [line for path in layout.sample_files(self.run_dir) if path.suffix == ".csv"
+                for line in self._new_lines(path)]
 
     def _new_lines(self, path: Path) -> list[str]:
         offset = self.offsets.get(path, 0)

@@ -180,6 +180,31 @@ def resources_chart(ra: RunAnalysis) -> str | None:
 
 
 @STYLE
+def gpu_chart(ra: RunAnalysis) -> str | None:
+    """GPU utilization and memory per device on the run's clock, under the latency they served."""
+    if ra.gpu.empty:
+        return None
+    devices = ra.gpu[ra.gpu["pid"].isna()]
+    if devices.empty:
+        return None
+    fig = new_figure(7.4)
+    lat, util, mem = fig.subplots(3, 1, sharex=True)
+    lat.plot(_mid(ra.win), ra.win["p95_ms"], color="#cf222e", lw=1.2, label="p95")
+    lat.plot(_mid(ra.win), ra.win["p50_ms"], color="#0969da", lw=1.2, label="p50")
+    lat.set_ylabel("latency (ms)")
+    lat.set_title("Latency per second", loc="left", pad=14)
+    for index, rows in devices.groupby("gpu"):
+        util.plot(rows["t"], rows["utilization_percent"], lw=1.2, label=f"GPU {index}")
+        mem.plot(rows["t"], rows["memory_used_bytes"] / 2**20, lw=1.2, label=f"GPU {index}")
+    util.set_ylabel("utilization %")
+    util.set_title("GPU utilization (NVML, every 0.5 s)", loc="left", pad=14)
+    mem.set_ylabel("memory used (MB)")
+    mem.set_title("GPU memory used", loc="left", pad=14)
+    _finish(ra, [lat, util, mem], [lat], [mem])
+    return png(fig)
+
+
+@STYLE
 def timing_chart(ra: RunAnalysis) -> str | None:
     """Mean latency per second split into generator wait, server queue, inference and the rest."""
     win = ra.win

@@ -23,7 +23,8 @@ MAIN = [FIGURES[n] for n in ("ok_rps", "p50_ms", "p95_ms", "p99_ms", "error_rate
                              "output_tokens_per_s", "ttft_p95_ms", "itl_p50_ms", "goodput_rps")]
 OTHER = [FIGURES[n] for n in ("requests", "rps", "p90_ms", "max_ms", "server_cpu_percent",
                                "generator_cpu_percent", "saturation_rps", "ttft_p50_ms", "ttft_p99_ms",
-                               "itl_p99_ms", "tpot_p50_ms", "goodput_fraction")]
+                               "itl_p99_ms", "tpot_p50_ms", "goodput_fraction", "gpu_utilization_percent",
+                               "gpu_memory_peak_mb")]
 
 
 def expand_run_dirs(args: list[str]) -> list[Path]:

@@ -107,11 +107,23 @@ def resources_text(ra: RunAnalysis) -> str:
               m["threads_max"]) for m in s["server"]["master"]]
     rows += [(f"generator {g['pid']}", fmt(g["cpu_percent_mean"]), fmt(g["cpu_percent_max"]), fmt(g["rss_mb_max"]),
               g["threads_max"]) for g in s["generator"]["processes"]]
+    process = (s.get("target") or {}).get("process") or {}
+    source = f"<p class='note'>{esc(process['note'])}.</p>" if process.get("note") else ""
     eff = (f"<p>The server answered <b>{fmt(ra.efficiency, 4)} requests per CPU-second</b> over the measured "
            "window (requests / CPU time of the master and all workers).</p>") if ra.efficiency else (
-        "<p class='note'>The harness did not start the target, so it has no server CPU or memory to show.</p>")
-    return eff + (table(["process (measured window)", "CPU % mean", "CPU % max", "RSS MB max", "threads"], rows)
+        "" if source else "<p class='note'>The harness did not start the target and knew no process of it, so it "
+                          "has no server CPU or memory to show.</p>")
+    return source + eff + (table(["process (measured window)", "CPU % mean", "CPU % max", "RSS MB max", "threads"], rows)
                   if rows else "")
+
+
+def gpu_text(s: Summary) -> str:
+    """Per device over the measured window (summary.json's `gpu`)."""
+    rows = [(f"{d['index']}: {d['name']}", fmt(d["utilization_percent_mean"]), fmt(d["memory_used_mb_peak"], 4),
+             fmt(d["memory_total_mb"], 4), fmt(d["server_memory_mb_peak"], 4), fmt(d["power_w_mean"]),
+             fmt(d["temperature_c_max"])) for d in (s.get("gpu") or {}).get("devices", [])]
+    return table(["GPU (measured window)", "util % mean", "memory MB peak", "of MB", "server's MB peak",
+                  "power W mean", "temp °C max"], rows)
 
 
 def knee_section(ra: RunAnalysis) -> str:
@@ -206,6 +218,9 @@ def render(ra: RunAnalysis) -> str:
          image(charts.resources_chart(ra), "resources") + resources_text(ra)),
         ("timing", "Server-Timing split", timing_section(ra)),
     ]
+    gpu = charts.gpu_chart(ra)
+    if gpu is not None:
+        sections.insert(-1, ("gpu", "GPU", gpu_text(s) + image(gpu, "GPU utilization and memory")))
     prometheus = charts.prometheus_chart(ra)
     if prometheus is not None:
         sections.append(("prometheus", "What the server's /metrics said",

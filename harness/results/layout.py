@@ -27,6 +27,7 @@ CHECKS_GLOB = "checks-*.csv*"  # failed response checks of each generator: row, 
 TOKENS_GLOB = "tokens-*.csv*"  # token times of each generator's streamed answers (results.tokens)
 RESOURCES = "resources.csv"
 METRICS = "metrics.csv"
+GPU = "gpu.csv"
 SERVER_LOG = "server.log"
 LOCUST_PLAN = "locust-plan.json"
 LOCUST_CLOCK = "locust-clock.json"

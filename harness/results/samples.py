@@ -232,6 +232,7 @@ class RelayedSamples:
 
 
 _INTENDED, _END, _ERROR = COLUMNS.index("intended"), COLUMNS.index("end"), COLUMNS.index("error")
+_START, _STATUS, _STAGE = COLUMNS.index("start"), COLUMNS.index("status"), COLUMNS.index("stage")
 
 
 def progress_fields(line: str) -> tuple[str, float | None] | None:
@@ -244,6 +245,23 @@ def progress_fields(line: str) -> tuple[str, float | None] | None:
         return fields[_ERROR], float(fields[_END]) - float(fields[_INTENDED])
     except ValueError:
         return fields[_ERROR], None
+
+
+def live_fields(line: str) -> tuple[str, str, str, float | None, float | None, float | None] | None:
+    """(stage, status, error, start, end, latency in s) of one CSV line for the live metrics; None
+    for the header, a not-sent row or a line that is not a sample."""
+    fields = line.split(",")
+    if len(fields) not in (len(COLUMNS), len(COLUMNS) - len(_SENT)) or fields[_INTENDED] == "intended" \
+            or fields[_ERROR] == NOT_SENT:
+        return None
+    try:
+        intended = float(fields[_INTENDED])
+        start = float(fields[_START]) if fields[_START] else None
+        end = float(fields[_END]) if fields[_END] else None
+    except ValueError:
+        return None
+    return (fields[_STAGE], fields[_STATUS], fields[_ERROR], start, end,
+            None if end is None else end - intended)
 
 
 def read_samples(run_dir: Path) -> pd.DataFrame:

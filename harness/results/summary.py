@@ -63,6 +63,7 @@ class Summary(TypedDict, total=False):
     # trends (analysis.trends.summary_blocks): a ramp's knee and saturation, a soak's verdict and fits
     knee: dict[str, Any]
     soak: dict[str, Any]
+    gpu: dict[str, Any]  # results.gpu.gpu_figures: per device utilization, memory, power (with NVML)
     # verdicts
     valid: bool
     invalid_reasons: list[str]

@@ -22,6 +22,7 @@ class ResourceMonitor:
         self.roles = roles
         self.interval = interval
         self._procs: dict[int, psutil.Process] = {}
+        self._latest: dict[str, float] = {}  # role -> CPU % summed over its processes at the last tick
         self._stop = threading.Event()
         self._file = open(path, "w", buffering=1)
         self._file.write(resources.HEADER)
@@ -45,11 +46,13 @@ class ResourceMonitor:
     def sample(self) -> None:
         t = time.monotonic() - self.t0
         lines = [resources.format_line(t, "system", 0, psutil.cpu_percent(None), psutil.virtual_memory().used, 0)]
+        latest: dict[str, float] = {}
         for role, pids in self.roles.items():
             try:
                 current = pids()
             except psutil.Error:
                 current = []
+            latest[role] = 0.0
             for pid in current:
                 proc = self._process(pid)
                 if proc is None:
@@ -63,7 +66,15 @@ class ResourceMonitor:
                     self._procs.pop(pid, None)
                     continue
                 lines.append(resources.format_line(t, role, pid, cpu, rss, threads))
+                latest[role] += cpu
         self._file.write("".join(lines))
+        self._latest = latest
+
+    def cpu_now(self, *roles: str) -> float | None:
+        """CPU % (100 = one core) of these roles' processes at the last tick; None before any tick or
+        when none of the roles is watched."""
+        known = [self._latest[r] for r in roles if r in self._latest]
+        return sum(known) if known else None
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

@@ -20,7 +20,10 @@ from harness.engines.base import Engine, EngineContext, create
 from harness.errors import EXIT_INTERRUPTED
 from harness.results import layout, meta
 from harness.results import summary as summary_mod
+from harness.results.resources import SERVER_ROLES
 from harness.results.summary import RunResult
+from harness.run.gpu import GpuSampler, open_nvml
+from harness.run.live_metrics import LiveMetrics
 from harness.run.models import run_model
 from harness.run.monitor import ResourceMonitor, children_of
 from harness.run.progress import Progress
@@ -106,6 +109,8 @@ class Run:
     def _execute(self) -> RunResult:
         scenario, plan = self.scenario, self.plan
         address = self.target.start()
+        if self.target.located is not None:
+            self.notes.append(self.target.located.message)
         headers = self.target.headers
         model = run_model(self.scenario.target, address, headers, self.say)
         run_meta = self._meta(address, model)
@@ -114,6 +119,8 @@ class Run:
                                       address.port, address.url, self.run_dir, tls=address.tls,
                                       base_path=address.base_path, model=model))
         monitor: ResourceMonitor | None = None
+        live: LiveMetrics | None = None
+        gpus: GpuSampler | None = None
         scraper: MetricsScraper | None = None
         self.say(f"load: {plan.model} model, {len(plan.segments)} stage(s), {plan.duration:g} s "
                  f"(warm-up {plan.warmup:g} s), {self._generators()}; run folder {self.run_dir}")
@@ -129,6 +136,18 @@ class Run:
                 roles.update({"server": lambda: [pid], "server_worker": children_of(pid)})
             monitor = ResourceMonitor(self.run_dir / layout.RESOURCES, t0, roles)
             monitor.start()
+            nvml, gpu_line = open_nvml()
+            self.say(gpu_line)
+            if nvml is not None:
+                server_pids = (lambda: [pid, *children_of(pid)()]) if pid is not None else (lambda: [])
+                gpus = GpuSampler(nvml, self.run_dir / layout.GPU, t0, server_pids)
+                gpus.start()
+            if scenario.metrics_port is not None:
+                watched, sampled = monitor, gpus
+                live = LiveMetrics(scenario.metrics_port, self.run_dir, scenario.name, plan, t0,
+                                   lambda role: watched.cpu_now(*(SERVER_ROLES if role == "server" else (role,))),
+                                   lambda: sampled.latest if sampled is not None else [])
+                self.say(f"live metrics: {live.url} (Prometheus text format, while the run lasts)")
             if scenario.target.scrape_metrics:
                 scraper = MetricsScraper(address.url + "/metrics", self.run_dir / layout.METRICS, t0,
                                          headers=headers, log=self.say,
@@ -142,6 +161,10 @@ class Run:
             self.loading = False
             engine.stop()
             engine.close(timeout=scenario.target.timeout + 5)
+            if live is not None:
+                live.stop()
+            if gpus is not None:
+                gpus.stop()
             if monitor is not None:
                 monitor.stop()
             if scraper is not None:
@@ -170,6 +193,7 @@ class Run:
                        "endpoint": scenario.target.endpoint,
                        "api": scenario.target.api, "model": model,
                        "server": self.target.describe(),
+                       "process": self.target.located.as_meta() if self.target.located else None,
                        "server_settings": (scenario.target.server.model_dump(exclude={"auth_token"})
                                            if scenario.target.server else None)},
         }

@@ -24,6 +24,7 @@ from harness.engines.tls import ClientTLS, describe
 from harness.errors import TargetUnusable
 from harness.processes import end_process_group
 from harness.results.layout import SERVER_LOG, log_tail
+from harness.run.server_process import Located, locate
 from harness.scenario.loading import resolve
 from harness.scenario.schema import ServerSettings, Target
 from harness.scenario.urls import split_url
@@ -206,6 +207,7 @@ class SystemUnderTest:
         self.run_dir = run_dir
         self.say = say
         self.server: BundledServer | None = None
+        self.located: Located | None = None  # a url target's server process, or why none is known
 
     def start(self) -> Address:
         target = self.target
@@ -213,6 +215,8 @@ class SystemUnderTest:
             address = parse_url(target.url, self._client_tls())
             check_reachable(address)
             self.say(f"target: {address.url} (already running)")
+            self.located = locate(target.process, address.host, address.port)
+            self.say(self.located.message)
             return address
         settings = target.server or ServerSettings()
         overrides: dict[str, object] = {"host": "127.0.0.1", "port": 0}
@@ -257,7 +261,10 @@ class SystemUnderTest:
 
     @property
     def server_pid(self) -> int | None:
-        return self.server.pid if self.server is not None else None
+        """The server's top process, whose descendants are its workers (None: none known)."""
+        if self.server is not None:
+            return self.server.pid
+        return self.located.pid if self.located is not None else None
 
     def describe(self) -> str | None:
         """The bundled server's settings in one line (None for a URL target)."""

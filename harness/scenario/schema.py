@@ -6,6 +6,7 @@ must not be negative`), with a "did you mean" hint for misspelt keys.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -252,6 +253,33 @@ class Prompts(Strict):
     seed: int = Field(0, description="random seed: the same seed gives the same prompts")
 
 
+class ServerProcess(Strict):
+    """Which local process is a url target's server, for its CPU and memory (and its children's as
+    workers); without it, a target on this machine is found by the process listening on its port."""
+
+    pid: int | None = Field(None, ge=1, description="the server's process id ...")
+    match: str | None = Field(None, min_length=1, description="... or a regular expression searched in every "
+                                                              "command line (one process tree must match) ...")
+    port: int | None = Field(None, ge=1, le=65535, description="... or the TCP port its process listens on")
+
+    @field_validator("match")
+    @classmethod
+    def compiles(cls, match: str | None) -> str | None:
+        if match is not None:
+            try:
+                re.compile(match)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return match
+
+    @model_validator(mode="after")
+    def exactly_one(self) -> ServerProcess:
+        given = [k for k in ("pid", "match", "port") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of pid, match and port, got {', '.join(given) or 'none'}")
+        return self
+
+
 class Target(Strict):
     server: ServerSettings | None = Field(None,
                                           description="start the bundled server with these "
@@ -298,6 +326,9 @@ class Target(Strict):
                               description="the requests' `model` (default: the first of GET /v1/models)")
     stream: bool | None = Field(None, description="ask for a streamed answer (default with an api: true)")
     prompts: Prompts | None = Field(None, description="with an api: synthetic prompts (the default) ...")
+    process: ServerProcess | None = Field(None, description="a url target's server process, for its CPU and "
+                                                            "memory (default: the one listening on the url's "
+                                                            "port, when it is on this machine)")
 
     @field_validator("url")
     @classmethod
@@ -336,6 +367,9 @@ class Target(Strict):
         if self.server is not None and self.url is not None:
             raise ValueError("give either server (start the bundled server) or url (an endpoint "
                              "already running), not both")
+        if self.process is not None and self.url is None:
+            raise ValueError("process names a url target's server; the harness watches the bundled server it "
+                             "starts itself")
         https = self.url.startswith("https://") if self.url is not None else bool(getattr(self.server, "tls", False))
         if self.tls.customised and not https:
             raise ValueError(f"tls.{self.tls.customised[0]} needs an https:// url or a bundled server "
@@ -508,6 +542,9 @@ class Check(Strict):
                                                                        "(users) may fall (null = not judged)")
     knee_rps_may_fall: Fraction | None = Field(Fraction(0.25), description="open-model ramps: how far the knee "
                                                                            "(req/s) may fall (null = not judged)")
+    gpu_memory_may_rise: Fraction | None = Field(Fraction(0.10), description="runs with GPU telemetry (both "
+                                                                             "sides): how far the peak GPU memory "
+                                                                             "may rise (null = not judged)")
     confidence: float = Field(0.95, gt=0.5, lt=1, description="confidence of the bootstrap interval")
     window: Duration = Field(Duration(1.0), description="width of the windows the bootstrap resamples")
 
@@ -611,6 +648,9 @@ class Scenario(Strict):
     sweep: Sweep | None = Field(None, description="a matrix of server settings (`harness sweep`)")
     goodput: Goodput | None = Field(None, description="SLOs of a generative run's goodput (target.api)")
     capacity: Capacity | None = Field(None, description="capacity search under an SLO (`harness capacity`)")
+    metrics_port: int | None = Field(None, ge=1, le=65535,
+                                     description="serve the run's live figures in Prometheus text format on "
+                                                 "127.0.0.1:PORT/metrics while it lasts (`--metrics-port`)")
     repeat: int = Field(1, ge=1, le=100,
                         description="`harness run` measures N times, each a full run in RUN_DIR/repeat-K")
 

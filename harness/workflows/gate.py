@@ -30,11 +30,12 @@ MIN_WINDOWS = 5  # fewer measured windows on a side than this: compare the store
 # only where both sides are generative runs (they have a `tokens` block)
 GATED = {"p50": "p50_ms", "p95": "p95_ms", "p99": "p99_ms", "rps": "ok_rps",
          "ttft_p95": "ttft_p95_ms", "itl_p50": "itl_p50_ms", "tokens": "output_tokens_per_s",
-         "saturation": "saturation_rps", "knee": "knee_users", "knee_rps": "knee_rps"}
+         "saturation": "saturation_rps", "knee": "knee_users", "knee_rps": "knee_rps",
+         "gpu_memory": "gpu_memory_peak_mb"}
 TOKEN_GATED = ("ttft_p95", "itl_p50", "tokens")
-# one value per run (a ramp's verdicts, not per-window figures): judged where both sides have them,
+# one value per run (a ramp's verdicts, a GPU's peak memory; not per-window figures): judged where both sides have them,
 # with repeats resampled as values; a single run a side is compared as it stands
-PER_RUN_GATED = ("saturation", "knee", "knee_rps")
+PER_RUN_GATED = ("saturation", "knee", "knee_rps", "gpu_memory")
 
 
 @dataclass

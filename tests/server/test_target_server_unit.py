@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import orjson
 import pytest
+
+from target_server.config import ServerConfig
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -118,7 +120,25 @@ def test_v2_metadata(linear):
     assert meta["inputs"][0]["shape"] == [-1, 3] and meta["inputs"][0]["datatype"] == "FP32"
     assert meta["outputs"][0]["shape"] == [-1, 1]
     assert "workers=" in meta["parameters"]["settings"]
+    assert meta["parameters"]["device"] == "cpu"  # device auto on a machine without CUDA
     assert_error(linear.get("/v2/models/mlp"), 404)
+
+
+def test_the_device_knob_without_cuda() -> None:
+    import subprocess
+    import sys
+
+    from target_server.device import DeviceUnavailable, resolve_device
+
+    assert resolve_device("cpu") == "cpu" and resolve_device("auto") == "cpu"
+    with pytest.raises(DeviceUnavailable, match="device cuda: CUDA is not available here"):
+        resolve_device("cuda")
+    # asked for by hand, the server refuses before it starts anything (exit 2), and says why
+    result = subprocess.run([sys.executable, "-m", "target_server", "--device", "cuda", "--port", "0"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "device cuda: CUDA is not available here" in result.stderr
+    assert "tinylm runs on the CPU" in " ".join(ServerConfig(model="tinylm", device="cuda", max_batch=4,
+                                                             worker_class="gthread", threads=8).problems())
 
 
 def test_mlp_rows_and_batching_agree(framework):
