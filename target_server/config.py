@@ -197,6 +197,8 @@ class ServerConfig:
             parts.append(f"prefill_chunk={self.prefill_chunk}")
         if self.model == "sleep":
             parts.append(f"sleep_ms={self.sleep_ms:g}")
+        if self.device != "auto":
+            parts.append(f"device={self.device}")
         if self.tls:
             parts.append("tls")
         return " ".join(parts)
