@@ -88,9 +88,17 @@ class ResourceMonitor:
 
 
 def children_of(pid: int) -> Callable[[], list[int]]:
+    """The descendants of `pid` now; when `pid` started the harness (a server given by pid that runs
+    the harness itself), less the harness and what it started, which are not the server's workers."""
+    from harness.run.server_process import ancestors, ours
+
+    above_us = pid in ancestors()
+
     def pids() -> list[int]:
         try:
-            return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+            found = psutil.Process(pid).children(recursive=True)
+            mine = ours() if above_us else set()
         except psutil.Error:
             return []
+        return [c.pid for c in found if c.pid not in mine]
     return pids

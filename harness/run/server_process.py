@@ -57,6 +57,12 @@ def ours() -> set[int]:
     return {me.pid, *(c.pid for c in me.children(recursive=True))}
 
 
+def ancestors() -> set[int]:
+    """The processes that started this one: a server found among them (a test or a driver serving
+    from the process that runs the harness) would count the harness's own CPU as the server's."""
+    return {p.pid for p in psutil.Process().parents()}
+
+
 def roots(pids: set[int]) -> list[int]:
     """The pids whose parent is not in the set: a server's master rather than its workers."""
     out = []
@@ -123,7 +129,12 @@ def _by_port(port: int, given: bool) -> Located:
         if given:
             raise UserError(f"target.process.port: {why}") from None
         return Located(None, f"no server resources: {why}")
-    top = roots(pids)
+    parents = set() if given else pids & ancestors()
+    if parents and parents == pids:
+        return Located(None, f"no server resources: port {port} is served by the process that started the harness "
+                             f"(pid {min(parents)}), whose CPU would include the harness's own; give "
+                             "target.process.pid to sample it anyway")
+    top = roots(pids - parents)
     if len(top) == 1:
         pid = top[0]
         return Located(pid, f"server resources: pid {pid} ({command_line(psutil.Process(pid))}), found listening "

@@ -105,3 +105,21 @@ def test_without_a_driver_or_the_package_telemetry_is_off_with_one_line(monkeypa
     monkeypatch.setitem(sys.modules, "pynvml", None)  # as if the gpu extra were not installed
     nvml, line = open_nvml()
     assert nvml is None and line == "GPU telemetry: off (nvidia-ml-py is not installed: pip install .[gpu])"
+
+
+
+def test_a_run_with_gpu_csv_gets_the_gpu_block_and_report_section(tmp_path: Path) -> None:
+    import json
+
+    from harness.analysis.runfolder import analyse_run
+    from harness.report.run_page import render
+    from harness.results import gpu as gpu_file
+    from tests.support.fake_runs import fake_run
+
+    readings = Nvml(FakePynvml()).read()
+    lines = "".join(line for t in range(1, 20) for line in gpu_file.format_lines(float(t), readings, {4242}))
+    run = fake_run(tmp_path / "run", seed=3, gpu_csv=gpu_file.HEADER + lines)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["gpu"]["devices"][0]["server_memory_mb_peak"] == 1536.0
+    page = render(analyse_run(run))
+    assert 'id="gpu"' in page and "NVIDIA H200" in page and "server&#x27;s MB peak" in page

@@ -65,3 +65,16 @@ def test_process_is_for_url_targets() -> None:
     with pytest.raises(ValueError, match="the harness watches the bundled server it starts itself"):
         Target.model_validate({"process": {"pid": 1}})
     assert Target.model_validate({"url": "http://127.0.0.1:8000", "process": {"match": "uvicorn"}}).process
+
+
+def test_a_server_that_started_the_harness_is_not_taken_by_its_port(listener: int) -> None:
+    """A test serving from its own process and running the harness as a child: the child must not
+    sample its parent (its own CPU would count as the server's)."""
+    import subprocess
+    import sys
+
+    code = ("from harness.run.server_process import locate; "
+            f"print(locate(None, '127.0.0.1', {listener}).message)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert f"port {listener} is served by the process that started the harness (pid {os.getpid()})" in out.stdout, \
+        out.stdout + out.stderr

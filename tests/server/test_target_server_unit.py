@@ -12,8 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import orjson
 import pytest
-
-from target_server.config import ServerConfig
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

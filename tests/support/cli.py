@@ -70,12 +70,22 @@ def started_pids(run_dir: Path) -> set[int]:
         pids |= {int(p) for p in re.findall(r"Booting worker with pid: (\d+)", text)}
         pids |= {int(p) for p in re.findall(r"Listening at: \S+ \((\d+)\)", text)}
     resources = run_dir / "resources.csv"
+    # a url target's server (found by its port) is sampled too, but the run did not start it
+    roles = ("generator", "server", "server_worker") if _bundled(run_dir) else ("generator",)
     if resources.exists():
         for line in resources.read_text(errors="replace").splitlines()[1:]:
             parts = line.split(",")
-            if len(parts) > 2 and parts[1] in ("generator", "server", "server_worker") and parts[2].isdigit():
+            if len(parts) > 2 and parts[1] in roles and parts[2].isdigit():
                 pids.add(int(parts[2]))
     return pids
+
+
+def _bundled(run_dir: Path) -> bool:
+    """Whether the run started the bundled server (run.json; True when it cannot tell)."""
+    try:
+        return bool(json.loads((run_dir / "run.json").read_text())["target"].get("bundled", True))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return True
 
 
 def _alive(proc: psutil.Process) -> bool:

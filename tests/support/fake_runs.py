@@ -18,11 +18,13 @@ from harness.scenario.thresholds import parse_threshold
 def fake_run(path: Path, *, latency_ms: float = 20.0, rps: float = 100.0, seconds: int = 20, seed: int = 0,
              error_rate: float = 0.0, valid: bool = True, check: dict | None = None,
              server: dict | None = None, system_cpu: float | None = None, steady: bool = False,
-             server_rss: tuple[float, float] | None = None, thresholds: list[str] | None = None) -> Path:
+             server_rss: tuple[float, float] | None = None, thresholds: list[str] | None = None,
+             gpu_csv: str | None = None) -> Path:
     """A run folder with noisy closed-model-like samples (a ramp from 0 to 4 users, or 4 users
     throughout when `steady`), its summary.json and scenario.yaml; with `system_cpu`, a
     resources.csv whose whole-machine CPU reads that (% of all cores) every 0.5 s; with
-    `server_rss` (MB at the start, MB/s of growth), a server worker's RSS there too."""
+    `server_rss` (MB at the start, MB/s of growth), a server worker's RSS there too; `gpu_csv`:
+    the run's gpu.csv as it stands."""
     rng = np.random.default_rng(seed)
     n = int(rps * seconds)
     intended = np.sort(rng.uniform(0, seconds, n))
@@ -42,6 +44,8 @@ def fake_run(path: Path, *, latency_ms: float = 20.0, rps: float = 100.0, second
         rss_mb = server_rss[0] + server_rss[1] * ticks + rng.normal(0, 0.3, ticks.size)
         frames.append(pd.DataFrame({"t": ticks, "role": "server_worker", "pid": 4242, "cpu_percent": 50.0,
                                     "rss_bytes": (rss_mb * 2**20).astype(np.int64), "threads": 4}))
+    if gpu_csv is not None:
+        (path / "gpu.csv").write_text(gpu_csv)
     if frames:
         pd.concat(frames).sort_values("t", kind="stable").to_csv(path / "resources.csv", index=False)
     meta = {"name": "fake", "engine": "threadpool", "load_model": "closed", "arrival": None,
