@@ -6,6 +6,7 @@ has the device, the pid and its GPU memory only. The summary's `gpu` block is bu
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,6 +75,4 @@ def gpu_figures(frame: pd.DataFrame, start: float, end: float) -> dict[str, Any]
 
 
 def _round(value: Any) -> float | None:
-    import math
-
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else round(float(value), 1)

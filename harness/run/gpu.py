@@ -8,7 +8,6 @@ server's processes (the roles the resource monitor watches).
 """
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.results import gpu as gpu_file
+from harness.run.sampler import CsvSampler
 
 
 @dataclass(frozen=True)
@@ -89,21 +89,15 @@ def open_nvml() -> tuple[Nvml | None, str]:
     return nvml, f"GPU telemetry: {', '.join(f'{i}: {n}' for i, n in enumerate(nvml.names()))} (every 0.5 s, gpu.csv)"
 
 
-class GpuSampler:
+class GpuSampler(CsvSampler):
     """Background thread writing gpu.csv: one row per device per tick and one per server process on
     a device; `latest` holds the last tick's readings for the live metrics."""
 
     def __init__(self, nvml: Nvml, path: Path, t0: float, server_pids: Callable[[], list[int]],
                  interval: float = 0.5) -> None:
-        self.nvml, self.t0, self.server_pids, self.interval = nvml, t0, server_pids, interval
+        super().__init__(path, gpu_file.HEADER, t0, interval, "gpu-sampler")
+        self.nvml, self.server_pids = nvml, server_pids
         self.latest: list[DeviceReading] = []
-        self._file = open(path, "w", buffering=1)
-        self._file.write(gpu_file.HEADER)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="gpu-sampler", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
 
     def sample(self) -> None:
         t = time.monotonic() - self.t0
@@ -112,16 +106,9 @@ class GpuSampler:
             watched = set(self.server_pids())
         except Exception:  # a server gone between ticks has no processes to watch
             watched = set()
-        self._file.write("".join(gpu_file.format_lines(t, readings, watched)))
+        self.write(gpu_file.format_lines(t, readings, watched))
         self.latest = readings
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.sample()
-
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-        self._file.close()
+        super().stop()
         self.nvml.close()

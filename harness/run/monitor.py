@@ -2,7 +2,6 @@
 the generator processes and the harness itself, every ~0.5 s on the run's clock."""
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,27 +9,22 @@ from pathlib import Path
 import psutil
 
 from harness.results import resources
+from harness.run.sampler import CsvSampler
 
 
-class ResourceMonitor:
+class ResourceMonitor(CsvSampler):
     """Background thread writing `resources.csv`; process lists are re-read each tick (workers respawn)."""
 
     def __init__(self, path: Path, t0: float, roles: dict[str, Callable[[], list[int]]],
                  interval: float = 0.5) -> None:
-        self.path = path
-        self.t0 = t0
+        super().__init__(path, resources.HEADER, t0, interval, "resource-monitor")
         self.roles = roles
-        self.interval = interval
         self._procs: dict[int, psutil.Process] = {}
         self._latest: dict[str, float] = {}  # role -> CPU % summed over its processes at the last tick
-        self._stop = threading.Event()
-        self._file = open(path, "w", buffering=1)
-        self._file.write(resources.HEADER)
-        self._thread = threading.Thread(target=self._run, name="resource-monitor", daemon=True)
 
     def start(self) -> None:
         psutil.cpu_percent(None)
-        self._thread.start()
+        super().start()
 
     def _process(self, pid: int) -> psutil.Process | None:
         proc = self._procs.get(pid)
@@ -67,7 +61,7 @@ class ResourceMonitor:
                     continue
                 lines.append(resources.format_line(t, role, pid, cpu, rss, threads))
                 latest[role] += cpu
-        self._file.write("".join(lines))
+        self.write(lines)
         self._latest = latest
 
     def cpu_now(self, *roles: str) -> float | None:
@@ -76,15 +70,6 @@ class ResourceMonitor:
         known = [self._latest[r] for r in roles if r in self._latest]
         return sum(known) if known else None
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.sample()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-        self._file.close()
 
 
 def children_of(pid: int) -> Callable[[], list[int]]:
